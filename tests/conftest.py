@@ -1,0 +1,25 @@
+"""Shared test configuration.
+
+Integration tests start real servers (Knot, Unbound, ...) from Debian packages on loopback.
+When a binary is missing they skip, unless DANCE_REQUIRE_INTEGRATION=1 (set by .ci/run), in
+which case they fail: CI must never pass by skipping the real parts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require_binary(*names: str) -> str:
+    """Return the path of the first of ``names`` found on PATH or in /usr/sbin; skip or fail."""
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+        if path:
+            return path
+    message = f"integration binary not found: {' or '.join(names)}"
+    if os.environ.get("DANCE_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(message + " (DANCE_REQUIRE_INTEGRATION=1)")
+    pytest.skip(message)

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 
@@ -24,12 +24,24 @@ from dance.credentials import (
     load_certificates,
     load_public_key,
 )
-from dance.identity import Identity
+from dance.identity import Identity, Result
 from dance.names import InvalidName, parse_client_name
 from dance.tlsa import MalformedRecord, TLSARecord, make_record, verify
 from dance.tlsa.record import parse_field
 
+if TYPE_CHECKING:
+    from dance.dns import TLSAResolver
+
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
+
+# Command groups that live in their own modules: each has register(subparsers) -> None, adding
+# parsers whose `func(args) -> int` raises UsageError for unusable input (exit 2).
+COMMAND_MODULES: tuple[str, ...] = (
+    "dance.cli_tls",
+    "dance.cli_provision",
+    "dance.cli_http",
+    "dance.cli_message",
+)
 
 
 class UsageError(Exception):
@@ -48,7 +60,7 @@ def _read(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _load_chain(cert: str, chain: str | None) -> CertificateChain:
+def load_chain(cert: str, chain: str | None) -> CertificateChain:
     try:
         certs = load_certificates(_read(cert))
         if chain:
@@ -58,18 +70,44 @@ def _load_chain(cert: str, chain: str | None) -> CertificateChain:
         raise UsageError(f"{cert if not chain else cert + ' / ' + chain}: {exc}") from None
 
 
-def _load_spki(path: str) -> bytes:
+def load_spki(path: str) -> bytes:
     try:
         return load_public_key(_read(path))
     except CredentialError as exc:
         raise UsageError(f"{path}: {exc}") from None
 
 
-def _name(text: str) -> str:
+def client_name_arg(text: str) -> str:
     try:
         return parse_client_name(text).text
     except InvalidName as exc:
         raise UsageError(f"bad client name {text!r}: {exc}") from None
+
+
+def load_presented(args: argparse.Namespace) -> Presented:
+    """--cert FILE [--chain FILE] or --pubkey FILE, as a CertificateChain or RawPublicKey."""
+    if args.cert:
+        return load_chain(args.cert, args.chain)
+    if args.chain:
+        raise UsageError("--chain goes with --cert")
+    try:
+        return RawPublicKey.from_spki(load_spki(args.pubkey))
+    except CredentialError as exc:
+        raise UsageError(f"{args.pubkey}: {exc}") from None
+
+
+def print_result(result: Result, args: argparse.Namespace) -> int:
+    """Print an authentication result (human or --json) and return its exit code."""
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    elif isinstance(result, Identity):
+        print(f"authenticated: {result.identity}")
+        print(f"  record: {result.record} at depth {result.depth}")
+    else:
+        print(f"rejected: {result.reason.value}")
+        if getattr(args, "verbose", False) and result.detail:
+            print(f"  {result.detail}", file=sys.stderr)
+    return EXIT_OK if isinstance(result, Identity) else EXIT_NEGATIVE
 
 
 def _field(kind: str, value: str) -> int:
@@ -89,7 +127,7 @@ def cmd_tlsa(args: argparse.Namespace) -> int:
     if usage > 3 or selector > 1 or mtype > 2:
         raise UsageError("only usages 0-3, selectors 0-1 and matching types 0-2 can be generated")
     source: x509.Certificate | bytes
-    owner: str | None = _name(args.name) if args.name else None
+    owner: str | None = client_name_arg(args.name) if args.name else None
     if args.cert:
         try:
             certs = load_certificates(_read(args.cert))
@@ -116,7 +154,7 @@ def cmd_tlsa(args: argparse.Namespace) -> int:
     else:
         if selector == 0:
             raise UsageError("selector 0 (Cert) needs --cert; a public key has only selector 1")
-        source = _load_spki(args.pubkey)
+        source = load_spki(args.pubkey)
     record = make_record(source, usage, selector, mtype)
     if args.json:
         print(
@@ -154,7 +192,7 @@ def _parse_at(text: str | None) -> datetime.datetime:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    name = _name(args.name)
+    name = client_name_arg(args.name)
     records: list[TLSARecord] = []
     for text in args.tlsa:
         try:
@@ -167,27 +205,155 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"{record.mtype}"
             )
         records.append(record)
-    presented: Presented
-    if args.cert:
-        presented = _load_chain(args.cert, args.chain)
-    else:
-        if args.chain:
-            raise UsageError("--chain goes with --cert")
-        try:
-            presented = RawPublicKey.from_spki(_load_spki(args.pubkey))
-        except CredentialError as exc:
-            raise UsageError(f"{args.pubkey}: {exc}") from None
+    presented = load_presented(args)
     result = verify(name, presented, records, now=_parse_at(args.at))
+    return print_result(result, args)
+
+
+# --- dance lookup / dance check (DNS) --------------------------------------------------------
+
+
+def _parse_server(text: str | None, default_port: int = 53) -> tuple[str, int]:
+    """HOST, HOST:PORT, [V6]:PORT or V6; default: the first nameserver of /etc/resolv.conf."""
+    if text is None:
+        try:
+            for line in Path("/etc/resolv.conf").read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    return parts[1], default_port
+        except OSError:
+            pass
+        return "127.0.0.1", default_port
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"bad --server {text!r} (HOST[:PORT], [IPv6]:PORT)")
+    return host, int(port)
+
+
+def make_resolver(args: argparse.Namespace) -> TLSAResolver:
+    from dance.dns import AnchorError, ConfigurationError, TLSAResolver, TrustAnchors
+
+    server = _parse_server(args.server, 853 if args.tls else 53)
+    try:
+        anchors = (
+            TrustAnchors.from_file(args.trust_anchor)
+            if args.trust_anchor
+            else TrustAnchors.builtin_root()
+        )
+    except AnchorError as exc:
+        raise UsageError(str(exc)) from None
+    transport = "tls" if args.tls else args.transport
+    server_name = args.tls_name
+    pins = tuple(args.tls_pin or ())
+    if transport == "tls" and not server_name and not pins:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(server[0])
+        except ValueError:
+            server_name = server[0]
+        else:
+            raise UsageError("--tls to an IP address needs --tls-name NAME or --tls-pin PIN")
+    try:
+        return TLSAResolver(
+            server,
+            anchors=anchors,
+            transport=transport,
+            server_name=server_name,
+            spki_pins=pins,
+            trust_ad=args.trust_ad,
+            timeout=args.timeout,
+            deadline=max(args.timeout, args.deadline),
+        )
+    except (ConfigurationError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_dns_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="HOST[:PORT]", help="resolver or authoritative server")
+    p.add_argument("--trust-anchor", metavar="FILE", help="DS/DNSKEY lines (default: root KSKs)")
+    p.add_argument("--tls", action="store_true", help="DNS over TLS (port 853 by default)")
+    p.add_argument("--tls-name", metavar="NAME", help="DoT server name to authenticate")
+    p.add_argument("--tls-pin", action="append", metavar="PIN", help="DoT server SPKI pin")
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--trust-ad",
+        action="store_true",
+        help="trust the resolver's AD bit (only loopback or authenticated DoT)",
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="per-query timeout (s)")
+    p.add_argument("--deadline", type=float, default=5.0, help="overall deadline (s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from dance.dns import LookupResult, Outcome
+
+    name = client_name_arg(args.name)
+    resolver = make_resolver(args)
+
+    async def go() -> LookupResult:
+        async with resolver:
+            return await resolver.lookup_tlsa(name)
+
+    result = asyncio.run(go())
+    records = []
+    for rdata in result.records:
+        try:
+            records.append(TLSARecord.from_wire(rdata).to_text())
+        except MalformedRecord:
+            records.append("\\# " + str(len(rdata)) + " " + rdata.hex())
     if args.json:
-        print(json.dumps(result.to_dict()))
-    elif isinstance(result, Identity):
-        print(f"authenticated: {result.identity}")
-        print(f"  record: {result.record} at depth {result.depth}")
+        print(
+            json.dumps(
+                {
+                    "name": name,
+                    "outcome": result.outcome.value,
+                    "reason": result.reason,
+                    "cache_ttl": round(result.ttl, 3),
+                    "records": records,
+                }
+            )
+        )
     else:
-        print(f"rejected: {result.reason.value}")
-        if args.verbose and result.detail:
-            print(f"  {result.detail}", file=sys.stderr)
-    return EXIT_OK if isinstance(result, Identity) else EXIT_NEGATIVE
+        print(f"{name}: {result.outcome.value} ({result.reason})")
+        for text in records:
+            print(f"  TLSA {text}")
+        if result.outcome is Outcome.SECURE:
+            print(f"  may be cached for {result.ttl:.0f} s")
+    if result.outcome is Outcome.SECURE:
+        return EXIT_OK
+    if result.outcome is Outcome.INDETERMINATE:
+        return EXIT_USAGE
+    return EXIT_NEGATIVE
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from dance.auth import Authenticator
+
+    name = client_name_arg(args.name)
+    presented = load_presented(args)
+    resolver = make_resolver(args)
+    try:
+        authenticator = Authenticator(resolver, allow=args.allow or [name])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def go() -> Result:
+        async with resolver:
+            return await authenticator.authenticate(name, presented)
+
+    result = asyncio.run(go())
+    return print_result(result, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -230,8 +396,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print the rejection detail")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("demo", help="an offline walk-through of DANCE authentication")
+    p = sub.add_parser("lookup", help="DNSSEC-validated TLSA lookup")
+    p.add_argument("name", help="the ClientName (TLSA owner name)")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser("check", help="lookup plus verification of a certificate or key")
+    p.add_argument("name", help="the ClientName (TLSA owner name)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cert", metavar="FILE", help="client certificate(s), EE first (PEM/DER)")
+    src.add_argument("--pubkey", metavar="FILE", help="raw public key (PEM or DER SPKI)")
+    p.add_argument("--chain", metavar="FILE", help="more certificates of the client's chain")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allow-list entry (.example.com = any name below); default: the name itself",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print the rejection detail")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="a walk-through of DANCE authentication")
     p.set_defaults(func=cmd_demo)
+
+    import importlib
+    import importlib.util
+
+    for module in COMMAND_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(sub)
     return parser
 
 

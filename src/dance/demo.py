@@ -28,9 +28,17 @@ def _show(out: TextIO, label: str, result: Result, expect: bool) -> bool:
 
 
 def run(out: TextIO, now: datetime.datetime | None = None) -> int:
+    """The whole demo: offline matching, then authentication over DNSSEC-signed DNS."""
+    good = run_offline(out, now) == 0
+    good &= run_dns(out, now) == 0
+    out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
+    return 0 if good else 1
+
+
+def run_offline(out: TextIO, now: datetime.datetime | None = None) -> int:
     now = now or datetime.datetime.now(datetime.UTC)
     good = True
-    out.write("dance demo: DANE authentication for clients, offline (no DNS yet)\n\n")
+    out.write("dance demo, part A: matching a credential against TLSA records (offline)\n\n")
 
     # 1. A device with its own key: DANE-EE 3 1 1.
     device_name = "sensor7._device.example.com"
@@ -157,6 +165,126 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
         ),
         False,
     )
+    return 0 if good else 1
+
+
+def run_dns(out: TextIO, now: datetime.datetime | None = None) -> int:
+    """Part B: a signed zone on the embedded DNS server, identities published in it, and
+    authentications through the Authenticator with dance's own DNSSEC validation."""
+    import asyncio
+
+    from dance.auth import Authenticator
+    from dance.dns import TLSAResolver, TrustAnchors
+    from dance.testkit import Fault, Hierarchy, ServerThread
+
+    now = now or datetime.datetime.now(datetime.UTC)
+    out.write("\ndance demo, part B: over DNSSEC-signed DNS (embedded server on loopback)\n\n")
+
+    device_name = "sensor7._device.example.test"
+    device_key = certs.generate_key("ec-p256")
+    device_cert = certs.self_signed(device_key, device_name, now=now)
+    ca_key = certs.generate_key("ec-p256")
+    ca = certs.new_ca(ca_key, "Example Device CA", now=now, path_length=0)
+    issued_name = "sensor8._device.example.test"
+    issued = certs.issue_certificate(
+        ca, ca_key, certs.generate_key().public_key(), dns_names=[issued_name], now=now
+    )
+    user_ca_key = certs.generate_key("ec-p256")
+    user_ca = certs.new_ca(user_ca_key, "Example Users", now=now, permitted_dns=["example.test"])
+    alice = certs.issue_certificate(
+        user_ca,
+        user_ca_key,
+        certs.generate_key().public_key(),
+        dns_names=["example.test"],
+        uid="alice",
+        now=now,
+    )
+
+    zones = Hierarchy("test.", ttl=60)
+    example = zones.child("example.test.")
+    devices = zones.child("_device.example.test.")
+    devices.add("sensor7", "TLSA", make_record(device_cert).to_text())
+    devices.add("*", "TLSA", make_record(ca, 2, 0, 1).to_text())
+    example.add("_user", "TLSA", make_record(user_ca, 2, 0, 1).to_text())
+    zones.sign(algorithm=13, denial="nsec3")
+    out.write(
+        "   zones test. > example.test. > _device.example.test. signed (ECDSA P-256, NSEC3)\n"
+    )
+    out.write("   trust anchor: the test. KSK, as in an Unbound trust-anchor-file\n")
+    for line in (
+        make_record(device_cert).to_zone_line(device_name, 60),
+        make_record(ca, 2, 0, 1).to_zone_line("*._device.example.test", 60),
+        make_record(user_ca, 2, 0, 1).to_zone_line("_user.example.test", 60),
+    ):
+        out.write(f"   {line}\n")
     out.write("\n")
-    out.write("All outcomes as expected.\n" if good else "UNEXPECTED OUTCOMES ABOVE.\n")
+
+    device_chain = CertificateChain.from_certificates([device_cert])
+    issued_chain = CertificateChain.from_certificates([issued, ca])
+    alice_chain = CertificateChain.from_certificates([alice, user_ca])
+    impostor = CertificateChain.from_certificates(
+        [certs.self_signed(certs.generate_key(), device_name, now=now)]
+    )
+    anchors = TrustAnchors.from_text(zones.export_trust_anchor())
+    good = True
+
+    with ServerThread(zones) as server:
+
+        async def scenario() -> bool:
+            ok = True
+            async with TLSAResolver(
+                server.address, anchors=anchors, recursion_desired=False
+            ) as resolver:
+                auth = Authenticator(
+                    resolver, allow=["._device.example.test", "_user.example.test"]
+                )
+
+                async def show(
+                    label: str, name: str, chain: CertificateChain, expect: bool
+                ) -> bool:
+                    return _show(out, label, await auth.authenticate(name, chain), expect)
+
+                ok &= await show("device with its published key", device_name, device_chain, True)
+                ok &= await show("impostor with another key", device_name, impostor, False)
+                ok &= await show(
+                    "CA-issued device (wildcard 2 0 1)", issued_name, issued_chain, True
+                )
+                ok &= await show(
+                    "alice via _user.example.test", "_user.example.test", alice_chain, True
+                )
+                queries = resolver.stats()["queries"]
+                ok &= await show(
+                    "a name outside the allow-list", "sensor7.evil.test", device_chain, False
+                )
+                sent = resolver.stats()["queries"] - queries
+                out.write(f"      (DNS queries caused by the refused name: {sent})\n")
+                ok &= sent == 0
+
+                # Revocation is removal: the record goes, the zone is re-signed.
+                devices.remove("sensor7", "TLSA")
+                zones.sign(algorithm=13, denial="nsec3")
+                cached = await auth.authenticate(device_name, device_chain)
+                out.write(
+                    "      record removed; until the cached answer expires (TTL 60 s here) the "
+                    f"old decision stands: {'accepted' if cached.accepted else 'rejected'}\n"
+                )
+                auth.flush()  # as if the TTL had passed
+                ok &= _show(
+                    out,
+                    "after expiry: record removed (wildcard CA only)",
+                    await auth.authenticate(device_name, device_chain),
+                    False,
+                )
+
+                with zones.inject(Fault("bad-signature", issued_name)):
+                    auth.flush()
+                    ok &= _show(
+                        out,
+                        "forged answer (bad RRSIG) for sensor8",
+                        await auth.authenticate(issued_name, issued_chain),
+                        False,
+                    )
+            return ok
+
+        good = asyncio.run(scenario())
     return 0 if good else 1

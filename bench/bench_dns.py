@@ -1,0 +1,195 @@
+"""DNS benchmarks (issue: DNSSEC-validated discovery).
+
+* A cold lookup with full validation through a loopback authoritative server (Knot), two zone
+  levels below the trust anchor (anchor `test.`, zones `example.test.` and
+  `_device.example.test.`): target <= 3 ms median. Every iteration uses a new resolver, so the
+  DNSKEY/DS chain is fetched and every signature verified each time.
+* The same through a validating Unbound in front of Knot (Unbound's cache warm; dance still
+  validates everything itself from the anchor).
+* The peer in the same run: `dane-discovery` 0.22 (PyPI), resolving the same name through its own
+  path (one query to the validating Unbound; it trusts the resolver and validates nothing). It pins
+  dnspython 2.2 and cryptography < 37, so it runs in its own virtual environment
+  (bench/.peer-venv, created on first use from PyPI). Its query function has no port parameter; the
+  benchmark passes Unbound's port by wrapping `dns.query.udp_with_fallback`.
+
+Run: .venv/bin/python bench/bench_dns.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from dance import certs, make_record  # noqa: E402
+from dance.dns import Outcome, TLSAResolver, TrustAnchors  # noqa: E402
+from tests.integration.servers import (  # noqa: E402
+    KnotZone,
+    child_ds,
+    dnskey_anchor,
+    knotc,
+    start_knot,
+    start_unbound,
+)
+
+NAME = "sensor7._device.example.test"
+SOA = "@ SOA ns1.test. hostmaster.test. 1 3600 600 86400 60"
+PEER_VENV = ROOT / "bench" / ".peer-venv"
+
+PEER_SCRIPT = r"""
+import functools, statistics, sys, time
+import dns.query
+port = int(sys.argv[2])
+dns.query.udp_with_fallback = functools.partial(dns.query.udp_with_fallback, port=port)
+from dane_discovery.dane import DANE
+name, rounds = sys.argv[1], int(sys.argv[3])
+records = DANE.get_tlsa_records(name, nsaddr="127.0.0.1")
+assert records, "dane-discovery found no records"
+samples = []
+for _ in range(rounds):
+    t = time.perf_counter()
+    DANE.get_tlsa_records(name, nsaddr="127.0.0.1")
+    samples.append(time.perf_counter() - t)
+print(statistics.median(samples) * 1e3)
+"""
+
+
+def ensure_peer() -> Path | None:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print("  (creating bench/.peer-venv with dane-discovery==0.22 from PyPI)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "dane-discovery==0.22"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            print(f"  peer install failed: {result.stderr.strip()[-300:]}")
+            return None
+    return python
+
+
+async def cold_lookups(port: int, anchors: TrustAnchors, rounds: int, rd: bool) -> list[float]:
+    samples = []
+    for _ in range(rounds):
+        resolver = TLSAResolver(("127.0.0.1", port), anchors=anchors, recursion_desired=rd)
+        start = time.perf_counter()
+        result = await resolver.lookup_tlsa(NAME)
+        samples.append(time.perf_counter() - start)
+        assert result.outcome is Outcome.SECURE, result
+        await resolver.aclose()
+    return samples
+
+
+async def warm_zone_lookups(port: int, anchors: TrustAnchors, rounds: int) -> list[float]:
+    """Zone keys cached, the name not: a new device in a known zone."""
+    samples = []
+    resolver = TLSAResolver(("127.0.0.1", port), anchors=anchors, recursion_desired=False)
+    await resolver.lookup_tlsa(NAME)
+    for i in range(rounds):
+        start = time.perf_counter()
+        result = await resolver.lookup_tlsa(f"dev{i}._device.example.test")
+        samples.append(time.perf_counter() - start)
+        assert result.outcome is Outcome.SECURE, result  # via the wildcard
+    await resolver.aclose()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=300)
+    args = parser.parse_args()
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    device = certs.self_signed(certs.generate_key(), NAME, now=now)
+    ca = certs.new_ca(certs.generate_key(), "Bench CA", now=now)
+    zones = [
+        KnotZone(
+            "test",
+            f"{SOA}\n@ NS ns1\nns1 A 127.0.0.1\nexample NS ns1.example\nns1.example A 127.0.0.1",
+        ),
+        KnotZone(
+            "example.test",
+            f"{SOA}\n@ NS ns1\nns1 A 127.0.0.1\n_device NS ns1._device\nns1._device A 127.0.0.1",
+        ),
+        KnotZone(
+            "_device.example.test",
+            f"{SOA}\n@ NS ns1\nns1 A 127.0.0.1\n"
+            f"sensor7 TLSA {make_record(device).to_text()}\n"
+            f"* TLSA {make_record(ca, 2, 0, 1).to_text()}",
+        ),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        knot = start_knot(Path(tmp) / "knot", zones)
+        unbound = None
+        try:
+            for parent, child, label in (
+                ("test", "example.test", "example"),
+                ("example.test", "_device.example.test", "_device"),
+            ):
+                knotc(knot, "zone-begin", parent)
+                for ds in child_ds(knot.port, child):
+                    knotc(knot, "zone-set", parent, label, "300", "DS", *ds.split())
+                knotc(knot, "zone-commit", parent)
+            anchor_text = dnskey_anchor(knot.port, "test")
+            anchors = TrustAnchors.from_text(anchor_text)
+            unbound = start_unbound(
+                Path(tmp) / "unbound", anchor_text, {z.name: knot.port for z in zones}
+            )
+            time.sleep(0.5)  # let Knot finish re-signing the DS changes
+            cold = asyncio.run(cold_lookups(knot.port, anchors, args.rounds, rd=False))
+            via_unbound = asyncio.run(cold_lookups(unbound.port, anchors, args.rounds, rd=True))
+            warm_zone = asyncio.run(warm_zone_lookups(knot.port, anchors, args.rounds))
+            peer_ms: float | None = None
+            python = ensure_peer()
+            if python is not None:
+                out = subprocess.run(
+                    [str(python), "-c", PEER_SCRIPT, NAME, str(unbound.port), str(args.rounds)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if out.returncode == 0:
+                    peer_ms = float(out.stdout.strip().splitlines()[-1])
+                else:
+                    print(f"  peer failed: {out.stderr.strip()[-300:]}")
+        finally:
+            if unbound is not None:
+                unbound.stop()
+            knot.stop()
+
+    med = statistics.median(cold) * 1e3
+    print(f"dance DNS benchmark ({args.rounds} rounds, medians)")
+    print(
+        f"  cold lookup + full validation, Knot direct, 2 levels below anchor: {med:6.2f} ms"
+        f"  (target <= 3 ms) {'OK' if med <= 3 else 'OVER TARGET'}"
+    )
+    print(
+        f"  cold lookup + full validation via Unbound (dance validates):       "
+        f"{statistics.median(via_unbound) * 1e3:6.2f} ms"
+    )
+    print(
+        f"  new name in a zone whose keys are cached (wildcard answer):        "
+        f"{statistics.median(warm_zone) * 1e3:6.2f} ms"
+    )
+    if peer_ms is not None:
+        print(
+            f"  peer dane-discovery 0.22 via Unbound (no validation of its own):  {peer_ms:6.2f} ms"
+            f"  (dance cold / peer = {med / peer_ms:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli_provision",
     "dance.cli_http",
     "dance.cli_message",
+    "dance.cli_authority",
 )
 
 
@@ -445,4 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Under ``python -m dance.cli`` this file runs as __main__; call the imported module's main so
+    # that exceptions raised by command modules (dance.cli.UsageError) are the ones caught.
+    from dance.cli import main as _main
+
+    sys.exit(_main())

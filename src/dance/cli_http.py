@@ -1,0 +1,127 @@
+"""`dance agent`: the HTTP authorization service for nginx auth_request and HAProxy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from typing import Any
+
+from dance.cli import UsageError, add_dns_options, make_resolver
+
+__all__ = ["register"]
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"bad --listen {text!r} (HOST:PORT or [IPv6]:PORT)")
+    return host, int(port)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from dance.auth import Authenticator
+    from dance.http.agent import Agent
+    from dance.http.core import LOOPBACK, HttpAuth
+    from dance.http.headers import CertificateHeaderParser
+
+    host, port = _listen(args.listen)
+    if not args.allow:
+        raise UsageError("--allow is required (names or .suffixes)")
+    proxies = args.trusted_proxy or list(LOOPBACK)
+    try:
+        for entry in proxies:
+            ipaddress.ip_network(entry, strict=False)
+    except ValueError as exc:
+        raise UsageError(f"bad --trusted-proxy: {exc}") from None
+    try:
+        parser = CertificateHeaderParser(
+            args.cert_format,
+            max_header_bytes=args.max_header_bytes,
+            allow_chain=args.allow_chain,
+            max_chain=args.max_chain,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    resolver = make_resolver(args)
+    try:
+        authenticator = Authenticator(resolver, allow=args.allow)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    http_auth = HttpAuth(authenticator, parser=parser)
+    agent = Agent(
+        http_auth,
+        cert_header=args.cert_header,
+        chain_header=args.chain_header,
+        name_header=args.name_header,
+        trusted_proxies=proxies,
+    )
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with resolver:
+            try:
+                await agent.serve(host, port)
+            except OSError as exc:
+                raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+            bound = agent.address
+            print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
+            await stop.wait()
+            await agent.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def register(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "agent", help="HTTP authorization service for nginx auth_request and HAProxy"
+    )
+    p.add_argument("--listen", default="127.0.0.1:9180", metavar="HOST:PORT", help="bind address")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allow-list entry (.example.com = any name below); required",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="CIDR",
+        help="front-end address allowed to call the agent (default: loopback)",
+    )
+    p.add_argument("--cert-header", default="Client-Cert", help="certificate header name")
+    p.add_argument("--chain-header", default="Client-Cert-Chain", help="chain header name")
+    p.add_argument("--name-header", default="X-DANCE-Client-Name", help="claimed-name header")
+    p.add_argument(
+        "--cert-format",
+        choices=("auto", "nginx", "rfc9440", "base64"),
+        default="auto",
+        help="certificate header encoding (default: auto-detect)",
+    )
+    p.add_argument("--allow-chain", action="store_true", help="accept more than one certificate")
+    p.add_argument("--max-chain", type=int, default=4, help="certificates at most (with a chain)")
+    p.add_argument(
+        "--max-header-bytes", type=int, default=16384, help="certificate header size cap"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_agent)

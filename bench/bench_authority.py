@@ -1,0 +1,256 @@
+"""Benchmark of the embedded authority, with Knot DNS (knotd, signing online) as the peer.
+
+For a zone with N TLSA names (default 10,000) it prints, for each server:
+
+* initial signing: time from start until the signed zone is served;
+* single updates: latency of one-record RFC 2136 updates over TCP with TSIG (median, p90),
+  and updates per second, sequentially;
+* batched publication: B new records in updates of S records each: records per second, and
+  the time until the last one is visible through dance's DNSSEC-validated lookup.
+
+Run: .venv/bin/python bench/bench_authority.py [--names N] [--updates U] [--batch B] [--size S]
+(the figures go to stdout; knotd must be on PATH or in /usr/sbin for the peer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import gc
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.update
+
+from dance.authority.server import Authority, Limits
+from dance.authority.store import ZoneDir, trust_anchor_text
+from dance.authority.tsig import TsigKey, generate_tsig_key
+from dance.dns import Outcome, TLSAResolver, TrustAnchors
+
+ZONE = "example.test."
+
+
+def _free_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def _body(names: int) -> str:
+    return "".join(f"d{i}._device.{ZONE} 300 IN TLSA 3 1 1 {i:064x}\n" for i in range(names))
+
+
+def _update(port: int, key: TsigKey, records: list[tuple[str, str]]) -> None:
+    message = dns.update.UpdateMessage(
+        ZONE, keyring={key.name: key.to_dnspython()}, keyname=key.name
+    )
+    for name, rdata in records:
+        message.add(name, 300, "TLSA", rdata)
+    response = dns.query.tcp(message, "127.0.0.1", port=port, timeout=60)
+    if response.rcode() != dns.rcode.NOERROR:
+        raise RuntimeError(f"update failed: {dns.rcode.to_text(response.rcode())}")
+
+
+def _visible(port: int, anchor: str, name: str, deadline: float) -> float:
+    started = time.perf_counter()
+
+    async def once() -> Outcome:
+        async with TLSAResolver(
+            ("127.0.0.1", port), anchors=TrustAnchors.from_text(anchor), recursion_desired=False
+        ) as resolver:
+            return (await resolver.lookup_tlsa(name)).outcome
+
+    while time.perf_counter() - started < deadline:
+        if asyncio.run(once()) is Outcome.SECURE:
+            return time.perf_counter() - started
+        time.sleep(0.01)
+    return float("nan")
+
+
+def _measure(
+    label: str,
+    port: int,
+    key: TsigKey,
+    anchor: str,
+    start_seconds: float,
+    updates: int,
+    batch: int,
+    size: int,
+) -> None:
+    latencies = []
+    for i in range(updates):
+        t = time.perf_counter()
+        _update(port, key, [(f"single{i}._device", "3 1 1 " + f"{i:064x}")])
+        latencies.append(time.perf_counter() - t)
+    latencies.sort()
+    t = time.perf_counter()
+    for first in range(0, batch, size):
+        chunk = [
+            (f"b{j}._device", "3 1 1 " + f"{j:064x}")
+            for j in range(first, min(batch, first + size))
+        ]
+        _update(port, key, chunk)
+    sent = time.perf_counter() - t
+    visible = _visible(port, anchor, f"b{batch - 1}._device.{ZONE}", 120.0)
+    print(
+        f"{label:<10} initial signing {start_seconds:7.2f} s | single update median "
+        f"{statistics.median(latencies) * 1000:7.1f} ms p90 "
+        f"{latencies[int(len(latencies) * 0.9) - 1] * 1000:7.1f} ms "
+        f"({1 / statistics.mean(latencies):6.1f} updates/s) | {batch} records in updates of "
+        f"{size}: {batch / sent:8.0f} records/s ({batch / size / sent:5.1f} updates/s), "
+        f"last visible (validated) {visible * 1000:6.0f} ms after the last update"
+    )
+
+
+def bench_dance(tmp: Path, names: int, updates: int, batch: int, size: int) -> None:
+    store = ZoneDir(tmp / "dance")
+    origin = dns.name.from_text(ZONE)
+    policy = store.init_zone(origin, denial="nsec3")
+    with store.zone_path(origin).open("a") as out:
+        out.write(_body(names))
+    key = generate_tsig_key("bench")
+    t = time.perf_counter()
+    authority = Authority(store.path, tsig_keys=[key], limits=Limits(rate=0))
+    start = time.perf_counter() - t
+    gc.collect()
+    gc.freeze()  # as `dance authority` does after loading its zones
+    with authority.start():
+        anchor = trust_anchor_text(origin, policy.keys, 300)
+        _measure("dance", authority.port, key, anchor, start, updates, batch, size)
+
+
+@contextlib.contextmanager
+def _knot(tmp: Path, names: int, key: TsigKey) -> Iterator[tuple[int, Callable[[], str]]]:
+    knotd = shutil.which("knotd") or shutil.which("knotd", path="/usr/sbin:/usr/bin")
+    if knotd is None:
+        raise FileNotFoundError("knotd")
+    work = tmp / "knot"
+    (work / "db").mkdir(parents=True)
+    (work / "example.test.zone").write_text(
+        f"$ORIGIN {ZONE}\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 900 604800 60\n@ NS ns1\n"
+        f"ns1 A 127.0.0.1\n{_body(names)}"
+    )
+    port = _free_port()
+    secret = base64.b64encode(key.secret).decode()
+    conf = work / "knot.conf"
+    conf.write_text(
+        f"""server:
+    rundir: "{work}"
+    listen: 127.0.0.1@{port}
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "{work}/db"
+key:
+  - id: {key.name.to_text()}
+    algorithm: hmac-sha256
+    secret: {secret}
+acl:
+  - id: update
+    key: {key.name.to_text()}
+    action: update
+policy:
+  - id: nsec3
+    algorithm: ecdsap256sha256
+    nsec3: on
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
+template:
+  - id: default
+    storage: "{work}"
+    journal-content: all
+    zonefile-sync: -1
+    semantic-checks: off
+zone:
+  - domain: {ZONE}
+    file: {work}/example.test.zone
+    dnssec-signing: on
+    dnssec-policy: nsec3
+    acl: update
+"""
+    )
+    log = (work / "knot.log").open("wb")
+    process = subprocess.Popen([knotd, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def anchor() -> str:
+            query = dns.message.make_query(ZONE, "DNSKEY")
+            answer = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
+            lines = [
+                f"{ZONE} 300 IN DNSKEY {rd.to_text()}"
+                for rrset in answer.answer
+                for rd in rrset
+                if rrset.rdtype == dns.rdatatype.DNSKEY and rd.flags & 1
+            ]
+            return "\n".join(lines) + "\n"
+
+        yield port, anchor
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def bench_knot(tmp: Path, names: int, updates: int, batch: int, size: int) -> None:
+    key = generate_tsig_key("bench")
+    t = time.perf_counter()
+    try:
+        with _knot(tmp, names, key) as (port, anchor):
+            query = dns.message.make_query(f"d{names - 1}._device.{ZONE}", "TLSA", want_dnssec=True)
+            while True:
+                with contextlib.suppress(Exception):
+                    answer = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+                    if any(r.rdtype == dns.rdatatype.RRSIG for r in answer.answer):
+                        break
+                if time.perf_counter() - t > 120:
+                    raise RuntimeError("knot did not serve the signed zone")
+                time.sleep(0.05)
+            start = time.perf_counter() - t
+            _measure("knot", port, key, anchor(), start, updates, batch, size)
+    except FileNotFoundError:
+        print("knot       not installed (apt-get install knot): no peer figures")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--names", type=int, default=10000, help="TLSA names in the zone")
+    parser.add_argument("--updates", type=int, default=30, help="single-record updates")
+    parser.add_argument("--batch", type=int, default=2000, help="records published in batches")
+    parser.add_argument("--size", type=int, default=500, help="records per batched update")
+    args = parser.parse_args()
+    print(
+        f"zone {ZONE} with {args.names} TLSA names, ECDSA P-256, NSEC3; updates over TCP "
+        "with TSIG (HMAC-SHA256) from one client"
+    )
+    with tempfile.TemporaryDirectory(prefix="dance-bench-") as tmp:
+        bench_dance(Path(tmp), args.names, args.updates, args.batch, args.size)
+        bench_knot(Path(tmp), args.names, args.updates, args.batch, args.size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""The zone directory: master files, signing keys, atomic persistence.
+
+Layout of ``DIR``::
+
+    DIR/<zone>.zone        master file of the unsigned records (zone-file format, absolute
+                           names); rewritten atomically (temp file + rename) after each update
+    DIR/keys/<zone>.key    signing keys and policy (JSON, PKCS#8 PEM keys), mode 0600,
+                           directory 0700; created on first start (or by ``init``)
+
+``<zone>`` is the zone name without the final dot (``example.test.zone``). Signatures, DNSKEY,
+NSEC/NSEC3 and NSEC3PARAM are never stored: the authority signs online.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+import dns.dnssec
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+from cryptography.hazmat.primitives import serialization
+from dns.dnssectypes import DSDigest
+
+from dance.authority.errors import AuthorityError
+from dance.testkit.zones import PrivateKey, SigningKey, ZoneKeys, generate_private_key
+
+__all__ = [
+    "ALGORITHMS",
+    "SIGNER_TYPES",
+    "KeyPolicy",
+    "Records",
+    "ZoneDir",
+    "format_records",
+    "parse_records",
+    "trust_anchor_text",
+]
+
+log = logging.getLogger(__name__)
+
+Name = dns.name.Name
+RdataType = dns.rdatatype.RdataType
+Records = dict[Name, dict[RdataType, dns.rdataset.Rdataset]]
+Denial = Literal["nsec", "nsec3"]
+
+#: Algorithm names accepted by ``init`` -> DNSSEC algorithm numbers.
+ALGORITHMS = {"ecdsa-p256": 13, "ed25519": 15}
+#: Record types the signer owns: refused in master files and in updates.
+SIGNER_TYPES = frozenset(
+    {RdataType.RRSIG, RdataType.NSEC, RdataType.NSEC3, RdataType.NSEC3PARAM, RdataType.DNSKEY}
+)
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """How one zone is signed, and its keys (KSK + ZSK, or one CSK)."""
+
+    algorithm: int
+    denial: Denial
+    keys: ZoneKeys
+    nsec3_iterations: int = 0
+    nsec3_salt: bytes = b""
+
+
+def _pem(key: PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def _signing_key(pem: str, algorithm: int, ksk: bool) -> SigningKey:
+    private = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    flags = 0x0100 | (0x0001 if ksk else 0)
+    dnskey = dns.dnssec.make_dnskey(private.public_key(), algorithm, flags=flags)  # type: ignore[arg-type]
+    return SigningKey(private_key=cast(PrivateKey, private), dnskey=dnskey)
+
+
+def zone_file_name(origin: Name) -> str:
+    text = origin.to_text(omit_final_dot=True)
+    if not text or "/" in text or text.startswith("."):
+        raise AuthorityError("zone-name", f"unusable zone name {origin}")
+    return text
+
+
+def parse_records(text: str, origin: Name, source: str) -> Records:
+    """Parse a master file into records; errors name the file and line."""
+    try:
+        zone = dns.zone.from_text(
+            text,
+            origin=origin,
+            relativize=False,
+            filename=source,
+            allow_include=False,
+            check_origin=True,
+        )
+    except dns.exception.SyntaxError as exc:
+        raise AuthorityError("zone-file", str(exc)) from None
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise AuthorityError("zone-file", f"{source}: {exc}") from None
+    records: Records = {}
+    for name, rdataset in zone.iterate_rdatasets():
+        owner = name if name.is_absolute() else name.derelativize(origin)
+        rdtype = RdataType.make(rdataset.rdtype)
+        if rdtype in SIGNER_TYPES:
+            raise AuthorityError(
+                "zone-file",
+                f"{source}: {owner} {rdtype.name}: signer records do not belong in the master "
+                "file (the authority signs online)",
+            )
+        if rdataset.rdclass != dns.rdataclass.IN:
+            raise AuthorityError("zone-file", f"{source}: {owner}: only class IN is served")
+        copy = dns.rdataset.Rdataset(dns.rdataclass.IN, rdtype)
+        copy.update(rdataset)  # type: ignore[no-untyped-call]
+        records.setdefault(owner, {})[rdtype] = copy
+    return records
+
+
+def _node_text(owner: Name, node: dict[RdataType, dns.rdataset.Rdataset]) -> str:
+    return "".join(
+        node[t].to_text(owner) + "\n"
+        for t in sorted(node, key=lambda t: (t != RdataType.SOA, int(t)))
+        if len(node[t])
+    )
+
+
+_TextCache = dict[int, tuple[dict[RdataType, dns.rdataset.Rdataset], str]]
+
+
+def format_records(records: Records, origin: Name, cache: _TextCache | None = None) -> str:
+    """Master-file text (absolute names, apex first, then the records' order) for
+    ``records``. ``cache`` maps node identity to text: the authority never modifies a node in
+    place (updates copy the names they touch), so unchanged nodes reuse their text."""
+    parts = [
+        f"; zone {origin} served by dance authority (unsigned records; signed online)\n",
+        f"$ORIGIN {origin}\n",
+    ]
+    fresh: _TextCache = {}
+    apex = records[origin]
+    body: list[str] = []
+    for owner, node in records.items():
+        entry = None if cache is None else cache.get(id(node))
+        text = entry[1] if entry is not None and entry[0] is node else _node_text(owner, node)
+        fresh[id(node)] = (node, text)
+        if node is apex:
+            parts.append(text)
+        else:
+            body.append(text)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
+    return "".join(parts + body)
+
+
+def trust_anchor_text(origin: Name, keys: ZoneKeys, ttl: int) -> str:
+    """DS (SHA-256) and DNSKEY lines for the KSK: the format of ``dance --trust-anchor``
+    (:class:`dance.dns.TrustAnchors`) and Unbound's ``trust-anchor-file``."""
+    ds = dns.dnssec.make_ds(origin, keys.ksk.dnskey, DSDigest.SHA256)
+    return (
+        f"{origin.to_text()} {ttl} IN DS {ds.to_text()}\n"
+        f"{origin.to_text()} {ttl} IN DNSKEY {keys.ksk.dnskey.to_text()}\n"
+    )
+
+
+def _write_atomic(path: Path, data: str, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with __import__("contextlib").suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ZoneDir:
+    """Access to a zone directory (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._text: dict[Name, _TextCache] = {}  # zone -> node identity -> master-file text
+
+    @property
+    def key_dir(self) -> Path:
+        return self.path / "keys"
+
+    def zone_path(self, origin: Name) -> Path:
+        return self.path / f"{zone_file_name(origin)}.zone"
+
+    def key_path(self, origin: Name) -> Path:
+        return self.key_dir / f"{zone_file_name(origin)}.key"
+
+    def zones(self) -> list[Name]:
+        """Zones present (one ``<zone>.zone`` file each), sorted."""
+        if not self.path.is_dir():
+            raise AuthorityError("zone-dir", f"zone directory {self.path} does not exist")
+        out = []
+        for entry in sorted(self.path.glob("*.zone")):
+            try:
+                out.append(dns.name.from_text(entry.name[: -len(".zone")]))
+            except dns.exception.DNSException:
+                log.warning("ignoring %s: not a zone name", entry)
+        return out
+
+    def __iter__(self) -> Iterator[Name]:
+        return iter(self.zones())
+
+    # ---------------------------------------------------------------- records
+
+    def read_records(self, origin: Name) -> Records:
+        path = self.zone_path(origin)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthorityError("zone-file", f"cannot read {path}: {exc}") from None
+        return parse_records(text, origin, str(path))
+
+    def write_records(self, origin: Name, records: Records) -> None:
+        """Persist atomically: write a temporary file, fsync, rename over the old one.
+        The text of names unchanged since the last write is reused."""
+        cache = dict(self._text.get(origin, {}))
+        _write_atomic(self.zone_path(origin), format_records(records, origin, cache), 0o644)
+        self._text[origin] = cache
+
+    # ------------------------------------------------------------------- keys
+
+    def read_policy(self, origin: Name) -> KeyPolicy | None:
+        path = self.key_path(origin)
+        if not path.exists():
+            return None
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise AuthorityError(
+                "key-file", f"{path} is readable by others (mode {mode:o}); chmod 600 it"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            algorithm = int(data["algorithm"])
+            denial = data.get("denial", "nsec")
+            if denial not in ("nsec", "nsec3"):
+                raise ValueError(f"denial {denial!r}")
+            ksk = _signing_key(data["ksk"], algorithm, True)
+            zsk = ksk if data.get("zsk") is None else _signing_key(data["zsk"], algorithm, False)
+            return KeyPolicy(
+                algorithm=algorithm,
+                denial=denial,
+                keys=ZoneKeys(ksk=ksk, zsk=zsk),
+                nsec3_iterations=int(data.get("nsec3_iterations", 0)),
+                nsec3_salt=bytes.fromhex(data.get("nsec3_salt", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AuthorityError("key-file", f"cannot use signing keys {path}: {exc}") from None
+
+    def create_policy(
+        self, origin: Name, *, algorithm: int = 13, denial: Denial = "nsec", csk: bool = False
+    ) -> KeyPolicy:
+        """Generate and store new signing keys (0600) for ``origin``."""
+        if algorithm not in ALGORITHMS.values():
+            raise AuthorityError("key-file", f"unsupported DNSSEC algorithm {algorithm}")
+        ksk_private = generate_private_key(algorithm)
+        zsk_private = None if csk else generate_private_key(algorithm)
+        data = {
+            "zone": origin.to_text(),
+            "algorithm": algorithm,
+            "denial": denial,
+            "nsec3_iterations": 0,
+            "nsec3_salt": "",
+            "ksk": _pem(ksk_private),
+            "zsk": None if zsk_private is None else _pem(zsk_private),
+        }
+        self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.key_dir, 0o700)
+        path = self.key_path(origin)
+        _write_atomic(path, json.dumps(data, indent=2) + "\n", 0o600)
+        log.info("created signing keys for %s in %s", origin, path)
+        policy = self.read_policy(origin)
+        assert policy is not None
+        return policy
+
+    def policy(self, origin: Name, *, algorithm: int = 13, denial: Denial = "nsec") -> KeyPolicy:
+        """The zone's keys, created on first use."""
+        existing = self.read_policy(origin)
+        if existing is not None:
+            return existing
+        return self.create_policy(origin, algorithm=algorithm, denial=denial)
+
+    # ------------------------------------------------------------------- init
+
+    def init_zone(
+        self,
+        origin: Name,
+        *,
+        ttl: int = 300,
+        ns_address: str = "127.0.0.1",
+        algorithm: int = 13,
+        denial: Denial = "nsec",
+        negative_ttl: int = 60,
+    ) -> KeyPolicy:
+        """Create ``<zone>.zone`` (SOA, NS ns1.<zone>, its address) and its signing keys."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.zone_path(origin)
+        if path.exists():
+            raise AuthorityError("zone-exists", f"{path} already exists")
+        ns = dns.name.from_text("ns1", origin)
+        rname = dns.name.from_text("hostmaster", origin)
+        records: Records = {}
+
+        def add(owner: Name, rdtype: str, text: str, rr_ttl: int = ttl) -> None:
+            rtype = dns.rdatatype.from_text(rdtype)
+            rd = dns.rdata.from_text(
+                dns.rdataclass.IN, rtype, text, origin=origin, relativize=False
+            )
+            rds = records.setdefault(owner, {}).setdefault(
+                rtype, dns.rdataset.Rdataset(dns.rdataclass.IN, rtype)
+            )
+            rds.add(rd, rr_ttl)
+
+        add(origin, "SOA", f"{ns} {rname} 1 3600 900 604800 {negative_ttl}")
+        add(origin, "NS", ns.to_text())
+        add(ns, "AAAA" if ":" in ns_address else "A", ns_address)
+        policy = self.read_policy(origin) or self.create_policy(
+            origin, algorithm=algorithm, denial=denial
+        )
+        self.write_records(origin, records)
+        return policy

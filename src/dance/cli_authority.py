@@ -1,0 +1,290 @@
+"""``dance authority``: the embedded DNSSEC-signing authoritative server, and its zone tools.
+
+dance authority --zone-dir DIR --listen 127.0.0.1:PORT [--tsig-key-file FILE]... [--json-log]
+dance authority init --zone-dir DIR --zone ZONE [--algorithm ecdsa-p256|ed25519]
+                     [--denial nsec|nsec3] [--trust-anchor-out FILE]
+dance authority anchor --zone-dir DIR [--zone ZONE]
+dance authority tsig-key NAME --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+__all__ = ["register"]
+
+_SERVE_HELP = "serve the zones of a directory, DNSSEC-signed online, with TSIG dynamic updates"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        event = getattr(record, "event", None)
+        if isinstance(event, dict):
+            entry.update(event)
+        return json.dumps(entry, sort_keys=True)
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    from dance.cli import UsageError
+
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"bad --listen {text!r} (HOST:PORT or [IPv6]:PORT)")
+    return host, int(port)
+
+
+def _zone_name(text: str) -> Any:
+    import dns.exception
+    import dns.name
+
+    from dance.cli import UsageError
+
+    try:
+        name = dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise UsageError(f"bad zone name {text!r}: {exc}") from None
+    if name == dns.name.root:
+        raise UsageError("the root zone cannot be served")
+    return name
+
+
+def _tsig_keys(args: argparse.Namespace) -> list[Any]:
+    from dance.authority import load_tsig_keys, tsig_key_from_env
+
+    keys = []
+    for path in args.tsig_key_file or ():
+        keys.extend(load_tsig_keys(path))
+    for variable in args.tsig_key_env or ():
+        keys.append(tsig_key_from_env(variable))
+    return keys
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
+    from dance.cli import UsageError
+
+    if not args.zone_dir:
+        raise UsageError("--zone-dir DIR is required (create a zone with 'dance authority init')")
+    host, port = _parse_listen(args.listen)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if args.json_log else logging.Formatter("%(asctime)s %(message)s")
+    )
+    logger = logging.getLogger("dance")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        keys = _tsig_keys(args)
+        limits = Limits(
+            rate=args.rate,
+            burst=max(args.burst, args.rate),
+            rate_action=args.rate_action,
+            max_tcp_connections=args.max_tcp,
+            tcp_idle_timeout=args.tcp_idle_timeout,
+        )
+        authority = Authority(
+            args.zone_dir,
+            tsig_keys=keys,
+            limits=limits,
+            algorithm=ALGORITHMS[args.algorithm],
+            denial=args.denial,
+            allow_non_loopback=args.allow_non_loopback,
+        )
+    except AuthorityError as exc:
+        raise UsageError(str(exc)) from None
+    if not keys:
+        logger.warning("no TSIG key given: every dynamic update will be REFUSED")
+    # The loaded zones live as long as the process: keep them out of the cyclic collector's
+    # full scans (it would pause updates of big zones for ~0.1 s now and then).
+    gc.collect()
+    gc.freeze()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await authority.start_async(host, port)
+        zones = " ".join(o.to_text() for o in authority.origins)
+        print(
+            f"dance authority: serving {zones} on {authority.host} port {authority.port} "
+            f"(UDP and TCP), {len(keys)} TSIG key(s)",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await authority.stop_async()
+
+    try:
+        asyncio.run(main())
+    except AuthorityError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from dance.authority import ALGORITHMS, AuthorityError, ZoneDir, trust_anchor_text
+    from dance.cli import UsageError
+
+    origin = _zone_name(args.zone)
+    store = ZoneDir(args.zone_dir)
+    try:
+        policy = store.init_zone(
+            origin,
+            ttl=args.ttl,
+            ns_address=args.ns_address,
+            algorithm=ALGORITHMS[args.algorithm],
+            denial=args.denial,
+        )
+    except (AuthorityError, OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    anchor = trust_anchor_text(origin, policy.keys, args.ttl)
+    if args.trust_anchor_out:
+        try:
+            with open(args.trust_anchor_out, "w", encoding="utf-8") as out:
+                out.write(anchor)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.trust_anchor_out}: {exc}") from None
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "zone": origin.to_text(),
+                    "zone_file": str(store.zone_path(origin)),
+                    "key_file": str(store.key_path(origin)),
+                    "algorithm": policy.algorithm,
+                    "denial": policy.denial,
+                    "trust_anchor": anchor.splitlines(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"created zone {origin} in {store.zone_path(origin)}")
+        print(f"signing keys (0600) in {store.key_path(origin)}")
+        print("trust anchor (dance --trust-anchor FILE, Unbound trust-anchor-file):")
+        print(anchor, end="")
+    return 0
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from dance.authority import AuthorityError, ZoneDir, trust_anchor_text
+    from dance.cli import UsageError
+
+    store = ZoneDir(args.zone_dir)
+    try:
+        origins = [_zone_name(args.zone)] if args.zone else store.zones()
+        out = []
+        for origin in origins:
+            policy = store.read_policy(origin)
+            if policy is None:
+                raise UsageError(f"zone {origin} has no signing keys yet (start the authority)")
+            ttl = next(iter(store.read_records(origin)[origin].values())).ttl
+            out.append(trust_anchor_text(origin, policy.keys, ttl))
+    except AuthorityError as exc:
+        raise UsageError(str(exc)) from None
+    print("".join(out), end="")
+    return 0
+
+
+def cmd_tsig_key(args: argparse.Namespace) -> int:
+    from dance.authority import AuthorityError, generate_tsig_key, write_tsig_key
+    from dance.cli import UsageError
+
+    try:
+        key = generate_tsig_key(args.name, args.algorithm)
+        write_tsig_key(args.out, key, style=args.format)
+    except FileExistsError:
+        raise UsageError(f"{args.out} already exists") from None
+    except (AuthorityError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote TSIG key {key.name} ({key.algorithm}) to {args.out} (mode 0600)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument(
+        "--zone-dir", required=required, metavar="DIR", help="zone directory (<zone>.zone files)"
+    )
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("authority", help=_SERVE_HELP, description=_SERVE_HELP)
+    _common(p, required=False)
+    p.add_argument("--listen", default="127.0.0.1:5300", metavar="HOST:PORT")
+    p.add_argument(
+        "--tsig-key-file", action="append", metavar="FILE", help="TSIG key(s) for updates"
+    )
+    p.add_argument(
+        "--tsig-key-env",
+        action="append",
+        metavar="VAR",
+        help="environment variable holding [ALGORITHM:]NAME:SECRET",
+    )
+    p.add_argument("--json-log", action="store_true", help="log JSON lines to stderr")
+    p.add_argument(
+        "--allow-non-loopback", action="store_true", help="permit a non-loopback --listen"
+    )
+    p.add_argument("--rate", type=float, default=200.0, help="messages/s per client (0: off)")
+    p.add_argument("--burst", type=float, default=400.0, help="rate-limit burst")
+    p.add_argument("--rate-action", choices=("drop", "refused"), default="drop")
+    p.add_argument("--max-tcp", type=int, default=64, help="concurrent TCP connections")
+    p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument(
+        "--algorithm",
+        choices=("ecdsa-p256", "ed25519"),
+        default="ecdsa-p256",
+        help="for zones without keys yet",
+    )
+    p.add_argument("--denial", choices=("nsec", "nsec3"), default="nsec")
+    p.set_defaults(func=cmd_serve)
+    sub = p.add_subparsers(dest="authority_command", metavar="{init,anchor,tsig-key}")
+
+    q = sub.add_parser("init", help="create a zone and print its trust anchor")
+    _common(q, required=True)
+    q.add_argument("--zone", required=True, help="zone name, e.g. example.test")
+    q.add_argument("--algorithm", choices=("ecdsa-p256", "ed25519"), default="ecdsa-p256")
+    q.add_argument("--denial", choices=("nsec", "nsec3"), default="nsec")
+    q.add_argument("--ttl", type=int, default=300, help="TTL of the initial records")
+    q.add_argument("--ns-address", default="127.0.0.1", help="address of ns1.<zone>")
+    q.add_argument("--trust-anchor-out", metavar="FILE", help="also write the anchor here")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_init)
+
+    q = sub.add_parser("anchor", help="print the trust anchor (DS + DNSKEY) of zones")
+    _common(q, required=True)
+    q.add_argument("--zone", help="one zone (default: all)")
+    q.set_defaults(func=cmd_anchor)
+
+    q = sub.add_parser("tsig-key", help="generate a TSIG key file (BIND/Knot format, 0600)")
+    q.add_argument("name", help="key name, e.g. dance-update")
+    q.add_argument("--out", required=True, metavar="FILE")
+    q.add_argument("--algorithm", choices=("hmac-sha256", "hmac-sha384", "hmac-sha512"),
+                   default="hmac-sha256")  # fmt: skip
+    q.add_argument(
+        "--format",
+        choices=("bind", "line"),
+        default="bind",
+        help="bind: key block (BIND, Knot config); line: ALGORITHM:NAME:SECRET (knsupdate -k)",
+    )
+    q.set_defaults(func=cmd_tsig_key)

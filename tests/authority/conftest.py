@@ -1,0 +1,98 @@
+"""Fixtures for the embedded authority tests: a zone directory, a TSIG key, a running server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.update
+import pytest
+
+from dance.authority import Authority, Limits, TsigKey, ZoneDir, generate_tsig_key
+from dance.dns import LookupResult, TLSAResolver, TrustAnchors
+
+ZONE = "example.test."
+H1 = "ab" * 32
+H2 = "cd" * 32
+
+
+@dataclass
+class Env:
+    zone_dir: Path
+    key: TsigKey
+    anchor: str
+    authority: Authority
+
+    @property
+    def port(self) -> int:
+        return self.authority.port
+
+    def update(self, key: TsigKey | None = None) -> dns.update.UpdateMessage:
+        use = key or self.key
+        return dns.update.UpdateMessage(
+            ZONE, keyring={use.name: use.to_dnspython()}, keyname=use.name
+        )
+
+    def send(self, message: dns.message.Message) -> dns.message.Message:
+        return dns.query.tcp(message, "127.0.0.1", port=self.port, timeout=5)
+
+    def lookup(self, name: str, rdtype: str = "TLSA") -> LookupResult:
+        resolver = TLSAResolver(
+            ("127.0.0.1", self.port),
+            anchors=TrustAnchors.from_text(self.anchor),
+            recursion_desired=False,
+        )
+
+        async def run() -> LookupResult:
+            async with resolver:
+                return await resolver.lookup(name, rdtype)
+
+        return asyncio.run(run())
+
+    def zone_text(self) -> str:
+        return (self.zone_dir / "example.test.zone").read_text()
+
+
+def make_zone_dir(tmp_path: Path, denial: str = "nsec", algorithm: int = 13) -> tuple[Path, str]:
+    from dance.authority import trust_anchor_text
+
+    zone_dir = tmp_path / "zones"
+    store = ZoneDir(zone_dir)
+    policy = store.init_zone(dns.name.from_text(ZONE), denial=denial, algorithm=algorithm)  # type: ignore[arg-type]
+    path = store.zone_path(dns.name.from_text(ZONE))
+    with path.open("a") as out:
+        out.write(f"sensor7._device.example.test. 300 IN TLSA 3 1 1 {H1}\n")
+        out.write("www.example.test. 300 IN A 192.0.2.1\n")
+    return zone_dir, trust_anchor_text(dns.name.from_text(ZONE), policy.keys, 300)
+
+
+@pytest.fixture(params=["nsec", "nsec3"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    zone_dir, anchor = make_zone_dir(tmp_path, request.param)
+    key = generate_tsig_key("dance-update")
+    authority = Authority(zone_dir, tsig_keys=[key], limits=Limits(rate=0)).start()
+    try:
+        yield Env(zone_dir, key, anchor, authority)
+    finally:
+        authority.stop()
+
+
+@pytest.fixture
+def nsec_env(tmp_path: Path) -> Iterator[Env]:
+    zone_dir, anchor = make_zone_dir(tmp_path, "nsec")
+    key = generate_tsig_key("dance-update")
+    authority = Authority(zone_dir, tsig_keys=[key], limits=Limits(rate=0)).start()
+    try:
+        yield Env(zone_dir, key, anchor, authority)
+    finally:
+        authority.stop()
+
+
+def rcode(response: dns.message.Message) -> str:
+    return dns.rcode.to_text(response.rcode())

@@ -1,0 +1,320 @@
+"""The running authority: validated answers, TSIG updates, persistence, hardening."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+import dns.update
+import dns.xfr
+import dns.zone
+import pytest
+
+from dance.authority import Authority, AuthorityError, Limits, TsigKey, generate_tsig_key
+from dance.dns import Outcome
+from tests.authority.conftest import H2, ZONE, Env, make_zone_dir, rcode
+
+
+def test_secure_answer_and_denial(env: Env) -> None:
+    found = env.lookup("sensor7._device.example.test")
+    assert found.outcome is Outcome.SECURE, found
+    assert len(found.records) == 1
+    missing = env.lookup("nobody._device.example.test")
+    assert missing.outcome is Outcome.SECURE_ABSENT, missing
+    nodata = env.lookup("www.example.test")
+    assert nodata.outcome is Outcome.SECURE_ABSENT, nodata
+
+
+def test_update_add_then_delete_is_seen_secure(env: Env) -> None:
+    before = env.authority.serial(ZONE)
+    update = env.update()
+    update.add("sensor8._device", 300, "TLSA", f"3 1 1 {H2}")
+    response = env.send(update)
+    assert rcode(response) == "NOERROR"
+    assert response.had_tsig  # the reply is signed with the same key
+    assert env.authority.serial(ZONE) == before + 1
+    result = env.lookup("sensor8._device.example.test")
+    assert result.outcome is Outcome.SECURE, result
+    assert result.records[0].endswith(bytes.fromhex(H2))
+
+    delete = env.update()
+    delete.delete("sensor8._device", "TLSA")
+    assert rcode(env.send(delete)) == "NOERROR"
+    gone = env.lookup("sensor8._device.example.test")
+    assert gone.outcome is Outcome.SECURE_ABSENT, gone
+    assert gone.reason == "nxdomain"
+    assert env.authority.serial(ZONE) == before + 2
+
+
+def test_delete_one_of_two_leaves_nodata_elsewhere(nsec_env: Env) -> None:
+    update = nsec_env.update()
+    update.add("sensor7._device", 300, "A", "192.0.2.7")  # same name, other type
+    update.delete("sensor7._device", "TLSA")
+    assert rcode(nsec_env.send(update)) == "NOERROR"
+    result = nsec_env.lookup("sensor7._device.example.test")
+    assert result.outcome is Outcome.SECURE_ABSENT and result.reason == "nodata", result
+
+
+def _raw_update(env: Env, key: TsigKey | None) -> bytes:
+    update = dns.update.UpdateMessage(ZONE)
+    if key is not None:
+        update.use_tsig({key.name: key.to_dnspython()}, keyname=key.name)
+    update.add("evil._device", 300, "TLSA", f"3 1 1 {H2}")
+    return update.to_wire()
+
+
+def _send_raw(env: Env, wire: bytes) -> dns.message.Message:
+    with socket.create_connection(("127.0.0.1", env.port), timeout=5) as sock:
+        sock.sendall(len(wire).to_bytes(2, "big") + wire)
+        length = int.from_bytes(_recv(sock, 2), "big")
+        return dns.message.from_wire(_recv(sock, length), keyring=False)
+
+
+def _recv(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    ("case", "expected_rcode", "tsig_error"),
+    [
+        ("wrong-secret", "NOTAUTH", dns.rcode.BADSIG),
+        ("unknown-key", "NOTAUTH", dns.rcode.BADKEY),
+        ("unsigned", "REFUSED", None),
+    ],
+)
+def test_update_without_valid_tsig_changes_nothing(
+    nsec_env: Env, case: str, expected_rcode: str, tsig_error: int | None
+) -> None:
+    env = nsec_env
+    text_before = env.zone_text()
+    serial = env.authority.serial(ZONE)
+    if case == "wrong-secret":
+        key: TsigKey | None = TsigKey(env.key.name, env.key.algorithm, b"x" * 32)
+    elif case == "unknown-key":
+        key = generate_tsig_key("stranger")
+    else:
+        key = None
+    response = _send_raw(env, _raw_update(env, key))
+    assert rcode(response) == expected_rcode
+    if tsig_error is not None:
+        assert response.tsig is not None and response.tsig[0].error == tsig_error
+        assert response.tsig[0].mac == b""
+    assert env.authority.serial(ZONE) == serial
+    assert env.zone_text() == text_before
+    assert env.lookup("evil._device.example.test").outcome is Outcome.SECURE_ABSENT
+
+
+def test_tsig_time_outside_fudge_refused(nsec_env: Env) -> None:
+    env = nsec_env
+    update = dns.update.UpdateMessage(ZONE)
+    update.use_tsig({env.key.name: env.key.to_dnspython()}, keyname=env.key.name, fudge=10)
+    update.add("late._device", 300, "TLSA", f"3 1 1 {H2}")
+    real_time = time.time
+    try:
+        time.time = lambda: real_time() - 3600  # sign an hour in the past
+        wire = update.to_wire()
+    finally:
+        time.time = real_time
+    response = _send_raw(env, wire)
+    assert rcode(response) == "NOTAUTH"
+    assert response.tsig is not None and response.tsig[0].error == dns.rcode.BADTIME
+    assert env.lookup("late._device.example.test").outcome is Outcome.SECURE_ABSENT
+
+
+def test_failed_prerequisite_returns_rcode_and_changes_nothing(nsec_env: Env) -> None:
+    env = nsec_env
+    text_before = env.zone_text()
+    update = env.update()
+    update.absent("sensor7._device")  # it exists: YXDOMAIN
+    update.add("other._device", 300, "TLSA", f"3 1 1 {H2}")
+    assert rcode(env.send(update)) == "YXDOMAIN"
+    update = env.update()
+    update.present("sensor7._device", "TLSA", f"3 1 1 {H2}")  # value differs: NXRRSET
+    update.delete("sensor7._device")
+    assert rcode(env.send(update)) == "NXRRSET"
+    assert env.zone_text() == text_before
+    assert env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
+    assert env.lookup("other._device.example.test").outcome is Outcome.SECURE_ABSENT
+
+
+def test_update_for_other_zone_notauth(nsec_env: Env) -> None:
+    key = nsec_env.key
+    update = dns.update.UpdateMessage(
+        "other.test.", keyring={key.name: key.to_dnspython()}, keyname=key.name
+    )
+    update.add("x", 300, "A", "192.0.2.1")
+    assert rcode(nsec_env.send(update)) == "NOTAUTH"
+
+
+def test_dnssec_records_cannot_be_updated(nsec_env: Env) -> None:
+    update = nsec_env.update()
+    update.delete("@", "DNSKEY")
+    assert rcode(nsec_env.send(update)) == "REFUSED"
+    assert nsec_env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
+
+
+def test_restart_keeps_changes_and_keys(tmp_path: Path) -> None:
+    zone_dir, anchor = make_zone_dir(tmp_path, "nsec3")
+    key = generate_tsig_key("dance-update")
+    with Authority(zone_dir, tsig_keys=[key], limits=Limits(rate=0)).start() as first:
+        env = Env(zone_dir, key, anchor, first)
+        update = env.update()
+        update.add("kept._device", 300, "TLSA", f"3 1 1 {H2}")
+        update.delete("sensor7._device")
+        assert rcode(env.send(update)) == "NOERROR"
+        serial = first.serial(ZONE)
+    leftovers = [p.name for p in zone_dir.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert "kept._device.example.test." in (zone_dir / "example.test.zone").read_text()
+    with Authority(zone_dir, tsig_keys=[key], limits=Limits(rate=0)).start() as second:
+        env = Env(zone_dir, key, anchor, second)
+        assert second.serial(ZONE) == serial
+        assert second.trust_anchor(ZONE) == anchor  # same keys after the restart
+        assert env.lookup("kept._device.example.test").outcome is Outcome.SECURE
+        assert env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE_ABSENT
+
+
+def test_zone_file_written_atomically(nsec_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while persisting leaves the old file and the old served zone."""
+    env = nsec_env
+    before = env.zone_text()
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    update = env.update()
+    update.add("lost._device", 300, "TLSA", f"3 1 1 {H2}")
+    assert rcode(env.send(update)) == "SERVFAIL"
+    monkeypatch.undo()
+    assert env.zone_text() == before
+    assert [p for p in env.zone_dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert env.lookup("lost._device.example.test").outcome is Outcome.SECURE_ABSENT
+    update = env.update()
+    update.add("saved._device", 300, "TLSA", f"3 1 1 {H2}")
+    assert rcode(env.send(update)) == "NOERROR"
+    assert env.lookup("saved._device.example.test").outcome is Outcome.SECURE
+
+
+def test_update_over_udp(nsec_env: Env) -> None:
+    update = nsec_env.update()
+    update.add("udp._device", 300, "TLSA", f"3 1 1 {H2}")
+    response = dns.query.udp(update, "127.0.0.1", port=nsec_env.port, timeout=5)
+    assert rcode(response) == "NOERROR"
+    assert nsec_env.lookup("udp._device.example.test").outcome is Outcome.SECURE
+
+
+def test_axfr_with_tsig_only(env: Env) -> None:
+    key = env.key
+    bulk = env.update()
+    for i in range(300):  # big enough for a transfer of several messages
+        bulk.add(f"d{i}._device", 300, "TLSA", f"3 1 1 {i:064x}")
+    assert rcode(env.send(bulk)) == "NOERROR"
+    zone = dns.zone.Zone(ZONE)
+    query, _ = dns.xfr.make_query(zone, keyring={key.name: key.to_dnspython()}, keyname=key.name)
+    dns.query.inbound_xfr("127.0.0.1", zone, query, port=env.port, timeout=5)
+    names = {n.to_text() for n in zone.nodes}
+    assert {"sensor7._device", "d0._device", "d299._device"} <= names
+    assert zone.find_rdataset("@", "DNSKEY") is not None
+    assert zone.find_rdataset("sensor7._device", "RRSIG", covers="TLSA") is not None
+    with pytest.raises(dns.xfr.TransferError):
+        dns.query.inbound_xfr("127.0.0.1", dns.zone.Zone(ZONE), port=env.port, timeout=5)
+
+
+def test_refuses_non_loopback(tmp_path: Path) -> None:
+    zone_dir, _ = make_zone_dir(tmp_path)
+    authority = Authority(zone_dir)
+    with pytest.raises(AuthorityError) as err:
+        authority.start("0.0.0.0")
+    assert err.value.reason == "non-loopback"
+
+
+def test_empty_zone_dir_refused(tmp_path: Path) -> None:
+    with pytest.raises(AuthorityError) as err:
+        Authority(tmp_path)
+    assert err.value.reason == "no-zones"
+
+
+def test_keys_created_on_first_start(tmp_path: Path) -> None:
+    zone_dir, _ = make_zone_dir(tmp_path)
+    for key_file in (zone_dir / "keys").iterdir():
+        key_file.unlink()
+    authority = Authority(zone_dir, algorithm=15, denial="nsec3")
+    key_file = zone_dir / "keys" / "example.test.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert authority.zone(ZONE).keys is not None
+    assert authority.zone(ZONE).keys.algorithm == 15  # type: ignore[union-attr]
+
+
+def test_tsig_signed_query_gets_signed_answer(nsec_env: Env) -> None:
+    key = nsec_env.key
+    query = dns.message.make_query("sensor7._device.example.test", "TLSA", want_dnssec=True)
+    query.use_tsig({key.name: key.to_dnspython()}, keyname=key.name)
+    response = dns.query.udp(query, "127.0.0.1", port=nsec_env.port, timeout=5)
+    assert response.had_tsig and response.answer  # dnspython verified the reply's MAC
+    stranger = generate_tsig_key("stranger")
+    query = dns.message.make_query("sensor7._device.example.test", "TLSA")
+    query.use_tsig({stranger.name: stranger.to_dnspython()}, keyname=stranger.name)
+    refused = _send_raw(nsec_env, query.to_wire())
+    assert rcode(refused) == "NOTAUTH" and not refused.answer
+
+
+def test_signature_refresh_keeps_zone_valid(nsec_env: Env) -> None:
+    before = nsec_env.authority.zone(ZONE).snapshot.params
+    assert before is not None
+    assert nsec_env.authority.refresh_signatures() == 0  # window still fresh
+    time.sleep(1.1)  # the new window starts a second later
+    assert nsec_env.authority.refresh_signatures(force=True) == 1
+    after = nsec_env.authority.zone(ZONE).snapshot.params
+    assert after is not None and after.expiration > before.expiration
+    assert nsec_env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
+    update = nsec_env.update()  # updates after a refresh patch the new snapshot
+    update.add("after._device", 300, "TLSA", f"3 1 1 {H2}")
+    assert rcode(nsec_env.send(update)) == "NOERROR"
+    assert nsec_env.lookup("after._device.example.test").outcome is Outcome.SECURE
+
+
+def test_one_authority_per_zone_dir(nsec_env: Env) -> None:
+    second = Authority(nsec_env.zone_dir)
+    with pytest.raises(AuthorityError) as err:
+        second.start()
+    assert err.value.reason == "zone-dir-busy"
+    assert nsec_env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
+
+
+def test_delegation_update_full_resign_then_incremental(env: Env) -> None:
+    ds = "12345 13 2 " + "ab" * 32
+    update = env.update()
+    update.add("child", 300, "NS", "ns1.child.example.test.")
+    update.add("ns1.child", 300, "A", "127.0.0.2")
+    update.add("child", 300, "DS", ds)
+    assert rcode(env.send(update)) == "NOERROR"
+    query = dns.message.make_query("child.example.test", "DS", want_dnssec=True)
+    answer = dns.query.udp(query, "127.0.0.1", port=env.port, timeout=5)
+    types = {r.rdtype for r in answer.answer}
+    assert dns.rdatatype.DS in types and dns.rdatatype.RRSIG in types
+    referral = dns.query.udp(
+        dns.message.make_query("x.child.example.test", "A"), "127.0.0.1", port=env.port, timeout=5
+    )
+    assert not referral.flags & dns.flags.AA and referral.authority  # a referral to the child
+    assert env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
+    assert env.lookup("nobody.example.test").outcome is Outcome.SECURE_ABSENT
+    after = env.update()
+    after.add("later._device", 300, "TLSA", f"3 1 1 {H2}")
+    assert rcode(env.send(after)) == "NOERROR"
+    assert env.lookup("later._device.example.test").outcome is Outcome.SECURE

@@ -31,9 +31,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     """The whole demo: offline matching, then authentication over DNSSEC-signed DNS."""
     good = run_offline(out, now) == 0
     good &= run_dns(out, now) == 0
-    from dance.authority.demo_step import run_authority
+    from dance.provision.demo_step import run_provision
 
-    good &= run_authority(out, now) == 0
+    good &= run_provision(out) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

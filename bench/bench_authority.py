@@ -40,8 +40,8 @@ import dns.update
 
 from dance.authority.server import Authority, Limits
 from dance.authority.store import ZoneDir, trust_anchor_text
-from dance.authority.tsig import TsigKey, generate_tsig_key
 from dance.dns import Outcome, TLSAResolver, TrustAnchors
+from dance.tsig import TSIGKey, generate_tsig_key
 
 ZONE = "example.test."
 
@@ -64,9 +64,9 @@ def _body(names: int) -> str:
     return "".join(f"d{i}._device.{ZONE} 300 IN TLSA 3 1 1 {i:064x}\n" for i in range(names))
 
 
-def _update(port: int, key: TsigKey, records: list[tuple[str, str]]) -> None:
+def _update(port: int, key: TSIGKey, records: list[tuple[str, str]]) -> None:
     message = dns.update.UpdateMessage(
-        ZONE, keyring={key.name: key.to_dnspython()}, keyname=key.name
+        ZONE, keyring={key.dns_name: key.to_dnspython()}, keyname=key.dns_name
     )
     for name, rdata in records:
         message.add(name, 300, "TLSA", rdata)
@@ -94,7 +94,7 @@ def _visible(port: int, anchor: str, name: str, deadline: float) -> float:
 def _measure(
     label: str,
     port: int,
-    key: TsigKey,
+    key: TSIGKey,
     anchor: str,
     start_seconds: float,
     updates: int,
@@ -144,7 +144,7 @@ def bench_dance(tmp: Path, names: int, updates: int, batch: int, size: int) -> N
 
 
 @contextlib.contextmanager
-def _knot(tmp: Path, names: int, key: TsigKey) -> Iterator[tuple[int, Callable[[], str]]]:
+def _knot(tmp: Path, names: int, key: TSIGKey) -> Iterator[tuple[int, Callable[[], str]]]:
     knotd = shutil.which("knotd") or shutil.which("knotd", path="/usr/sbin:/usr/bin")
     if knotd is None:
         raise FileNotFoundError("knotd")
@@ -167,12 +167,12 @@ log:
 database:
     storage: "{work}/db"
 key:
-  - id: {key.name.to_text()}
+  - id: {key.name}
     algorithm: hmac-sha256
     secret: {secret}
 acl:
   - id: update
-    key: {key.name.to_text()}
+    key: {key.name}
     action: update
 policy:
   - id: nsec3

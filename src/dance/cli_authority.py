@@ -68,13 +68,17 @@ def _zone_name(text: str) -> Any:
 
 
 def _tsig_keys(args: argparse.Namespace) -> list[Any]:
-    from dance.authority import load_tsig_keys, tsig_key_from_env
+    from dance.cli import UsageError
+    from dance.tsig import TSIGError, load_tsig_keys, tsig_key_from_env
 
     keys = []
-    for path in args.tsig_key_file or ():
-        keys.extend(load_tsig_keys(path))
-    for variable in args.tsig_key_env or ():
-        keys.append(tsig_key_from_env(variable))
+    try:
+        for path in args.tsig_key_file or ():
+            keys.extend(load_tsig_keys(path))
+        for variable in args.tsig_key_env or ():
+            keys.append(tsig_key_from_env(variable))
+    except TSIGError as exc:
+        raise UsageError(str(exc)) from None
     return keys
 
 
@@ -208,15 +212,15 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_tsig_key(args: argparse.Namespace) -> int:
-    from dance.authority import AuthorityError, generate_tsig_key, write_tsig_key
     from dance.cli import UsageError
+    from dance.tsig import TSIGError, generate_tsig_key, write_tsig_key
 
     try:
         key = generate_tsig_key(args.name, args.algorithm)
         write_tsig_key(args.out, key, style=args.format)
     except FileExistsError:
         raise UsageError(f"{args.out} already exists") from None
-    except (AuthorityError, OSError) as exc:
+    except (TSIGError, OSError) as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote TSIG key {key.name} ({key.algorithm}) to {args.out} (mode 0600)")
     return 0

@@ -61,7 +61,7 @@ def _load_certs(path: str) -> list[x509.Certificate]:
 
 
 def _tsig(args: argparse.Namespace) -> Any:
-    from dance.provision.tsig import TSIGError, load_tsig_key
+    from dance.tsig import TSIGError, load_tsig_key
 
     try:
         return load_tsig_key(args.tsig_key_file, name=args.tsig_key_name)

@@ -14,7 +14,7 @@ import dns.rcode
 import dns.update
 import pytest
 
-from dance.authority import Authority, Limits, TsigKey, ZoneDir, generate_tsig_key
+from dance.authority import Authority, Limits, TSIGKey, ZoneDir, generate_tsig_key
 from dance.dns import LookupResult, TLSAResolver, TrustAnchors
 
 ZONE = "example.test."
@@ -25,7 +25,7 @@ H2 = "cd" * 32
 @dataclass
 class Env:
     zone_dir: Path
-    key: TsigKey
+    key: TSIGKey
     anchor: str
     authority: Authority
 
@@ -33,10 +33,10 @@ class Env:
     def port(self) -> int:
         return self.authority.port
 
-    def update(self, key: TsigKey | None = None) -> dns.update.UpdateMessage:
+    def update(self, key: TSIGKey | None = None) -> dns.update.UpdateMessage:
         use = key or self.key
         return dns.update.UpdateMessage(
-            ZONE, keyring={use.name: use.to_dnspython()}, keyname=use.name
+            ZONE, keyring={use.dns_name: use.to_dnspython()}, keyname=use.dns_name
         )
 
     def send(self, message: dns.message.Message) -> dns.message.Message:

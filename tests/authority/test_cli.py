@@ -91,7 +91,7 @@ def test_serve_process_updates_and_json_log(tmp_path: Path) -> None:
         assert match, line
         port = int(match.group(1))
         update = dns.update.UpdateMessage(
-            "example.test.", keyring={key.name: key.to_dnspython()}, keyname=key.name
+            "example.test.", keyring={key.dns_name: key.to_dnspython()}, keyname=key.dns_name
         )
         update.add("cli._device", 300, "TLSA", "3 1 1 " + "ab" * 32)
         response = dns.query.tcp(update, "127.0.0.1", port=port, timeout=5)

@@ -98,7 +98,7 @@ def test_knsupdate_changes_seen_secure_by_unbound(
 def test_knsupdate_with_wrong_key_refused(world: tuple[Env, Server], tmp_path: Path) -> None:
     env, _ = world
     knsupdate = require_binary("knsupdate")
-    stranger = generate_tsig_key(env.key.name.to_text())  # same name, other secret
+    stranger = generate_tsig_key(env.key.name)  # same name, other secret
     key_file = tmp_path / "wrong.key"
     write_tsig_key(key_file, stranger, style="line")
     script = (

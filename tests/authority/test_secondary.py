@@ -79,9 +79,7 @@ def test_knot_secondary_serves_the_signed_zone(tmp_path: Path) -> None:
         update = env.update()
         update.add("fleet1._device", 300, "TLSA", f"3 1 1 {H2}")
         assert env.send(update).rcode() == 0
-        secondary = _start_secondary(
-            tmp_path / "knot", authority.port, key.name.to_text(), key.secret
-        )
+        secondary = _start_secondary(tmp_path / "knot", authority.port, key.name, key.secret)
         try:
             assert _wait_signed(secondary, f"fleet1._device.{ZONE}"), secondary.logs()
             resolver = TLSAResolver(
@@ -107,9 +105,7 @@ def test_secondary_with_wrong_key_gets_nothing(tmp_path: Path) -> None:
     zone_dir, _ = make_zone_dir(tmp_path, "nsec")
     key = generate_tsig_key("xfr-key")
     with Authority(zone_dir, tsig_keys=[key], limits=Limits(rate=0)).start() as authority:
-        secondary = _start_secondary(
-            tmp_path / "knot", authority.port, key.name.to_text(), b"w" * 32
-        )
+        secondary = _start_secondary(tmp_path / "knot", authority.port, key.name, b"w" * 32)
         try:
             assert not _wait_signed(secondary, f"sensor7._device.{ZONE}", timeout=3)
         finally:

@@ -19,7 +19,7 @@ import dns.xfr
 import dns.zone
 import pytest
 
-from dance.authority import Authority, AuthorityError, Limits, TsigKey, generate_tsig_key
+from dance.authority import Authority, AuthorityError, Limits, TSIGKey, generate_tsig_key
 from dance.dns import Outcome
 from tests.authority.conftest import H2, ZONE, Env, make_zone_dir, rcode
 
@@ -64,10 +64,10 @@ def test_delete_one_of_two_leaves_nodata_elsewhere(nsec_env: Env) -> None:
     assert result.outcome is Outcome.SECURE_ABSENT and result.reason == "nodata", result
 
 
-def _raw_update(env: Env, key: TsigKey | None) -> bytes:
+def _raw_update(env: Env, key: TSIGKey | None) -> bytes:
     update = dns.update.UpdateMessage(ZONE)
     if key is not None:
-        update.use_tsig({key.name: key.to_dnspython()}, keyname=key.name)
+        update.use_tsig({key.dns_name: key.to_dnspython()}, keyname=key.dns_name)
     update.add("evil._device", 300, "TLSA", f"3 1 1 {H2}")
     return update.to_wire()
 
@@ -104,7 +104,7 @@ def test_update_without_valid_tsig_changes_nothing(
     text_before = env.zone_text()
     serial = env.authority.serial(ZONE)
     if case == "wrong-secret":
-        key: TsigKey | None = TsigKey(env.key.name, env.key.algorithm, b"x" * 32)
+        key: TSIGKey | None = TSIGKey(env.key.name, env.key.algorithm, b"x" * 32)
     elif case == "unknown-key":
         key = generate_tsig_key("stranger")
     else:
@@ -122,7 +122,7 @@ def test_update_without_valid_tsig_changes_nothing(
 def test_tsig_time_outside_fudge_refused(nsec_env: Env) -> None:
     env = nsec_env
     update = dns.update.UpdateMessage(ZONE)
-    update.use_tsig({env.key.name: env.key.to_dnspython()}, keyname=env.key.name, fudge=10)
+    update.use_tsig({env.key.dns_name: env.key.to_dnspython()}, keyname=env.key.dns_name, fudge=10)
     update.add("late._device", 300, "TLSA", f"3 1 1 {H2}")
     real_time = time.time
     try:
@@ -155,7 +155,7 @@ def test_failed_prerequisite_returns_rcode_and_changes_nothing(nsec_env: Env) ->
 def test_update_for_other_zone_notauth(nsec_env: Env) -> None:
     key = nsec_env.key
     update = dns.update.UpdateMessage(
-        "other.test.", keyring={key.name: key.to_dnspython()}, keyname=key.name
+        "other.test.", keyring={key.dns_name: key.to_dnspython()}, keyname=key.dns_name
     )
     update.add("x", 300, "A", "192.0.2.1")
     assert rcode(nsec_env.send(update)) == "NOTAUTH"
@@ -226,7 +226,9 @@ def test_axfr_with_tsig_only(env: Env) -> None:
         bulk.add(f"d{i}._device", 300, "TLSA", f"3 1 1 {i:064x}")
     assert rcode(env.send(bulk)) == "NOERROR"
     zone = dns.zone.Zone(ZONE)
-    query, _ = dns.xfr.make_query(zone, keyring={key.name: key.to_dnspython()}, keyname=key.name)
+    query, _ = dns.xfr.make_query(
+        zone, keyring={key.dns_name: key.to_dnspython()}, keyname=key.dns_name
+    )
     dns.query.inbound_xfr("127.0.0.1", zone, query, port=env.port, timeout=5)
     names = {n.to_text() for n in zone.nodes}
     assert {"sensor7._device", "d0._device", "d299._device"} <= names
@@ -264,12 +266,12 @@ def test_keys_created_on_first_start(tmp_path: Path) -> None:
 def test_tsig_signed_query_gets_signed_answer(nsec_env: Env) -> None:
     key = nsec_env.key
     query = dns.message.make_query("sensor7._device.example.test", "TLSA", want_dnssec=True)
-    query.use_tsig({key.name: key.to_dnspython()}, keyname=key.name)
+    query.use_tsig({key.dns_name: key.to_dnspython()}, keyname=key.dns_name)
     response = dns.query.udp(query, "127.0.0.1", port=nsec_env.port, timeout=5)
     assert response.had_tsig and response.answer  # dnspython verified the reply's MAC
     stranger = generate_tsig_key("stranger")
     query = dns.message.make_query("sensor7._device.example.test", "TLSA")
-    query.use_tsig({stranger.name: stranger.to_dnspython()}, keyname=stranger.name)
+    query.use_tsig({stranger.dns_name: stranger.to_dnspython()}, keyname=stranger.dns_name)
     refused = _send_raw(nsec_env, query.to_wire())
     assert rcode(refused) == "NOTAUTH" and not refused.answer
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dance.provision.tsig import TSIGKey
+from dance.tsig import TSIGKey
 from tests.conftest import require_binary
 from tests.integration.servers import Server, _wait_for, dnskey_anchor, free_port
 

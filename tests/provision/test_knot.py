@@ -21,8 +21,8 @@ from dance.provision.fleet import create_identities, parse_fleet, publish_fleet
 from dance.provision.identity import load_private_key, new_identity
 from dance.provision.publish import Change, UpdateError, Updater, wait_visible
 from dance.provision.rollover import rollover
-from dance.provision.tsig import TSIGKey
 from dance.tlsa import TLSARecord, make_record
+from dance.tsig import TSIGKey
 from tests.provision.knot import Primary, start_primary
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from dance.provision.publish import (
     Updater,
     check_record_matches,
 )
-from dance.provision.tsig import TSIGError, load_tsig_key, parse_tsig_text
 from dance.tlsa import make_record, verify
+from dance.tsig import TSIGError, load_tsig_key, parse_tsig_text
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # 32 bytes

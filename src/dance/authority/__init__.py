@@ -10,8 +10,9 @@ change atomically, and serves AXFR with TSIG to secondaries. See docs/authority.
 from dance.authority.errors import AuthorityError
 from dance.authority.server import Authority, Limits
 from dance.authority.store import ALGORITHMS, KeyPolicy, ZoneDir, trust_anchor_text
-from dance.authority.tsig import (
-    TsigKey,
+from dance.tsig import (
+    TSIGError,
+    TSIGKey,
     generate_tsig_key,
     keyring,
     load_tsig_keys,
@@ -26,7 +27,8 @@ __all__ = [
     "AuthorityError",
     "KeyPolicy",
     "Limits",
-    "TsigKey",
+    "TSIGError",
+    "TSIGKey",
     "ZoneDir",
     "generate_tsig_key",
     "keyring",

@@ -52,10 +52,10 @@ from dance.authority.signer import (
     sorted_owners,
 )
 from dance.authority.store import Denial, KeyPolicy, Records, ZoneDir, trust_anchor_text
-from dance.authority.tsig import TsigKey, keyring
 from dance.authority.update import apply_update
 from dance.testkit.zones import Zone, ZoneKeys
 from dance.testkit.zoneset import ZoneSet
+from dance.tsig import TSIGKey, keyring
 
 __all__ = ["Authority", "Limits"]
 
@@ -164,7 +164,7 @@ class Authority:
         self,
         zone_dir: str | Path,
         *,
-        tsig_keys: Iterable[TsigKey] = (),
+        tsig_keys: Iterable[TSIGKey] = (),
         limits: Limits | None = None,
         algorithm: int = 13,
         denial: Denial = "nsec",

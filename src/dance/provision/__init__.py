@@ -3,7 +3,7 @@
 * :mod:`dance.provision.identity` -- ``new_identity``: key (0600) + self-signed cert or CSR;
 * :mod:`dance.provision.ca` -- device / user CAs (DANE-TA) and the certificates they issue;
 * :mod:`dance.provision.publish` -- RFC 2136 + TSIG ``Updater``, ``wait_visible``;
-* :mod:`dance.provision.tsig` -- TSIG key files / ``$DANCE_TSIG_KEY``;
+* :mod:`dance.tsig` -- TSIG key files / ``$DANCE_TSIG_KEY``;
 * :mod:`dance.provision.rollover` -- RFC 7671 section 8 key rollover;
 * :mod:`dance.provision.fleet` -- fleet provisioning with tree-structured names;
 * :mod:`dance.provision.demo_step` -- the proposed ``make demo`` step.

@@ -34,7 +34,7 @@ from dance.identity import Identity, Result
 from dance.provision.ca import issue, new_ca_files
 from dance.provision.identity import load_private_key, new_identity
 from dance.provision.publish import Change, UpdateError, Updater, wait_visible
-from dance.provision.tsig import TSIGKey
+from dance.tsig import TSIGKey
 
 __all__ = ["run_provision"]
 
@@ -74,8 +74,8 @@ def _run(out: TextIO, now: datetime.datetime | None) -> int:
     from dance.auth import Authenticator
     from dance.authority.server import Authority, Limits
     from dance.authority.store import ZoneDir, trust_anchor_text
-    from dance.authority.tsig import generate_tsig_key
     from dance.dns import TLSAResolver, TrustAnchors
+    from dance.tsig import generate_tsig_key
 
     when = now or datetime.datetime.now(datetime.UTC)
     out.write("\ndance demo: provisioning (identity, ca, publish, revoke)\n\n")
@@ -86,7 +86,7 @@ def _run(out: TextIO, now: datetime.datetime | None) -> int:
         policy = ZoneDir(base / "zones").init_zone(origin, ttl=60, denial="nsec")
         anchors = TrustAnchors.from_text(trust_anchor_text(origin, policy.keys, 60))
         akey = generate_tsig_key("dance-update")
-        key = TSIGKey("dance-update", akey.algorithm, akey.secret)
+        key = akey
         with Authority(base / "zones", tsig_keys=[akey], limits=Limits()).start() as authority:
             server = f"127.0.0.1:{authority.port}"
             out.write(f"  $ dance authority --zone-dir DIR --listen {server} --tsig-key-file K\n")

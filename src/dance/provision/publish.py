@@ -33,8 +33,8 @@ from cryptography import x509
 from dance.credentials import Cert
 from dance.dns import LookupResult, Outcome, TLSAResolver, TrustAnchors
 from dance.names import ClientName, parse_client_name
-from dance.provision.tsig import TSIGKey
 from dance.tlsa import TLSARecord, make_record
+from dance.tsig import TSIGKey
 
 __all__ = [
     "Change",

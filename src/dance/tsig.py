@@ -23,15 +23,29 @@ import binascii
 import logging
 import os
 import re
+import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.name
 import dns.tsig
 
-__all__ = ["ENV_VAR", "TSIGError", "TSIGKey", "load_tsig_key", "parse_tsig_text"]
+__all__ = [
+    "ALGORITHMS",
+    "ENV_VAR",
+    "TSIGError",
+    "TSIGKey",
+    "generate_tsig_key",
+    "keyring",
+    "load_tsig_key",
+    "load_tsig_keys",
+    "parse_tsig_keys",
+    "parse_tsig_text",
+    "tsig_key_from_env",
+    "write_tsig_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +86,17 @@ class TSIGKey:
 
     def secret_b64(self) -> str:
         return base64.b64encode(self.secret).decode("ascii")
+
+    def to_line(self) -> str:
+        """The key as one ``ALGORITHM:NAME:SECRET`` line (``knsupdate -k``/``kdig -k`` file)."""
+        return f"{self.algorithm}:{self.name}:{self.secret_b64()}\n"
+
+    def to_bind(self) -> str:
+        """The key as a BIND/Knot ``key`` block."""
+        return (
+            f'key "{self.name}" {{\n\talgorithm {self.algorithm};\n'
+            f'\tsecret "{self.secret_b64()}";\n}};\n'
+        )
 
 
 def _make(name: str, algorithm: str, secret_b64: str, line: int | None) -> TSIGKey:
@@ -122,8 +147,8 @@ def _parse_line(text: str, line: int | None) -> TSIGKey:
     raise TSIGError("malformed", "expected NAME:ALGORITHM:SECRET or a key { ... }; block", line)
 
 
-def parse_tsig_text(text: str, name: str | None = None) -> TSIGKey:
-    """Parse a key file's text; with several keys, ``name`` selects one (default: the first)."""
+def parse_tsig_keys(text: str) -> list[TSIGKey]:
+    """Every key in a key file's text (``key`` blocks or one-line keys)."""
     clean = _strip_comments(text)
     keys: list[TSIGKey] = []
     if _BLOCK.search(clean) or re.search(r"\bkey\s", clean):
@@ -144,6 +169,12 @@ def parse_tsig_text(text: str, name: str | None = None) -> TSIGKey:
                 keys.append(_parse_line(raw, number))
     if not keys:
         raise TSIGError("empty", "no TSIG key found")
+    return keys
+
+
+def parse_tsig_text(text: str, name: str | None = None) -> TSIGKey:
+    """Parse a key file's text; with several keys, ``name`` selects one (default: the first)."""
+    keys = parse_tsig_keys(text)
     if name is None:
         return keys[0]
     wanted = name.rstrip(".").lower()
@@ -151,6 +182,51 @@ def parse_tsig_text(text: str, name: str | None = None) -> TSIGKey:
         if key.name == wanted:
             return key
     raise TSIGError("unknown-key", f"no key named {wanted!r} in the key file")
+
+
+def _read_key_file(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TSIGError("unreadable", f"cannot read TSIG key file {p}: {exc}") from None
+    if mode & 0o077:
+        log.warning("TSIG key file %s is readable by others (mode %o)", p, mode)
+    return text
+
+
+def load_tsig_keys(path: str | Path) -> list[TSIGKey]:
+    """Every key in the file ``path`` (a server may accept several)."""
+    return parse_tsig_keys(_read_key_file(path))
+
+
+def tsig_key_from_env(variable: str = ENV_VAR, environ: Mapping[str, str] | None = None) -> TSIGKey:
+    """The key held by environment variable ``variable`` (one line or one ``key`` block)."""
+    value = (os.environ if environ is None else environ).get(variable)
+    if not value:
+        raise TSIGError("missing", f"environment variable {variable} is not set")
+    return parse_tsig_text(value)
+
+
+def keyring(keys: Iterable[TSIGKey]) -> dict[dns.name.Name, dns.tsig.Key]:
+    """A dnspython keyring (name -> key)."""
+    return {key.dns_name: key.to_dnspython() for key in keys}
+
+
+def generate_tsig_key(name: str, algorithm: str = "hmac-sha256") -> TSIGKey:
+    """A fresh random key (32 bytes for SHA-256, 48/64 for SHA-384/512)."""
+    size = {"hmac-sha256": 32, "hmac-sha384": 48, "hmac-sha512": 64}.get(algorithm, 32)
+    return _make(name, algorithm, base64.b64encode(secrets.token_bytes(size)).decode(), None)
+
+
+def write_tsig_key(path: str | Path, key: TSIGKey, *, style: str = "bind") -> None:
+    """Write ``key`` to a new file readable by its owner only (0600): a BIND ``key`` block
+    (``style="bind"``, for BIND and Knot configuration, ``nsupdate -k``) or one
+    ``ALGORITHM:NAME:SECRET`` line (``style="line"``, for ``knsupdate -k`` and ``kdig -k``)."""
+    fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key.to_line() if style == "line" else key.to_bind())
 
 
 def load_tsig_key(
@@ -161,15 +237,7 @@ def load_tsig_key(
 ) -> TSIGKey:
     """The key from ``path`` if given, else from ``$DANCE_TSIG_KEY``; raise TSIGError if none."""
     if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-            mode = stat.S_IMODE(p.stat().st_mode)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TSIGError("unreadable", f"cannot read TSIG key file {p}: {exc}") from None
-        if mode & 0o077:
-            log.warning("TSIG key file %s is readable by others (mode %o)", p, mode)
-        return parse_tsig_text(text, name)
+        return parse_tsig_text(_read_key_file(path), name)
     env = os.environ if environ is None else environ
     value = env.get(ENV_VAR)
     if value:

@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_authority.py
 	$(BIN)/python bench/bench_provision.py
+	$(BIN)/python bench/bench_message.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

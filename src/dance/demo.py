@@ -34,6 +34,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.provision.demo_step import run_provision
 
     good &= run_provision(out) == 0
+    from dance.message.demo_step import run_messages
+
+    good &= run_messages(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

@@ -78,7 +78,7 @@ def _run(out: TextIO, now: datetime.datetime | None) -> int:
     from dance.tsig import generate_tsig_key
 
     when = now or datetime.datetime.now(datetime.UTC)
-    out.write("\ndance demo: provisioning (identity, ca, publish, revoke)\n\n")
+    out.write("\ndance demo, part C: provisioning on the embedded authority\n\n")
     good = True
     with tempfile.TemporaryDirectory(prefix="dance-provision-demo-") as tmp:
         base = Path(tmp)

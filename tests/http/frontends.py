@@ -25,35 +25,13 @@ from typing import Any
 from cryptography import x509
 
 from dance import certs as gen
-from tests.integration.servers import free_port
+from tests.integration.servers import Proc, free_port
 
 DANCE = [
     sys.executable,
     "-c",
     "import sys; from dance.cli import main; sys.exit(main(sys.argv[1:]))",
 ]
-
-
-@dataclass
-class Proc:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def logs(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
 
 
 def wait_port(proc: Proc, timeout: float = 15.0) -> None:

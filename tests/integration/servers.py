@@ -38,10 +38,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass
-class Server:
+class Proc:
+    """A server process started by a test, with its port and log file."""
+
     process: subprocess.Popen[bytes]
     port: int
-    workdir: Path
     log: Path
 
     def stop(self) -> None:
@@ -58,6 +59,16 @@ class Server:
             return self.log.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+
+class Server(Proc):
+    """A DNS server process with its working directory."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, workdir: Path, log: Path
+    ) -> None:
+        super().__init__(process, port, log)
+        self.workdir = workdir
 
 
 def _wait_for(port: int, qname: str, rdtype: str, server: Server, timeout: float = 15.0) -> None:

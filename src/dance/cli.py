@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli_http",
     "dance.cli_message",
     "dance.cli_authority",
+    "dance.cli_ssh",
 )
 
 

@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_authority.py
 	$(BIN)/python bench/bench_provision.py
 	$(BIN)/python bench/bench_message.py
+	$(BIN)/python bench/bench_tls.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -79,6 +79,19 @@ def load_spki(path: str) -> bytes:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def parse_hostport(text: str, what: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` (port 0-65535), or a UsageError naming ``what``."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"bad {what} {text!r} (HOST:PORT or [IPv6]:PORT)")
+    return host, int(port)
+
+
 def client_name_arg(text: str) -> str:
     try:
         return parse_client_name(text).text

@@ -38,20 +38,6 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, sort_keys=True)
 
 
-def _parse_listen(text: str) -> tuple[str, int]:
-    from dance.cli import UsageError
-
-    host, port = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"bad --listen {text!r} (HOST:PORT or [IPv6]:PORT)")
-    return host, int(port)
-
-
 def _zone_name(text: str) -> Any:
     import dns.exception
     import dns.name
@@ -88,7 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.zone_dir:
         raise UsageError("--zone-dir DIR is required (create a zone with 'dance authority init')")
-    host, port = _parse_listen(args.listen)
+    from dance.cli import parse_hostport
+
+    host, port = parse_hostport(args.listen)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         _JsonFormatter() if args.json_log else logging.Formatter("%(asctime)s %(message)s")

@@ -11,21 +11,9 @@ import signal
 import sys
 from typing import Any
 
-from dance.cli import UsageError, add_dns_options, make_resolver
+from dance.cli import UsageError, add_dns_options, make_resolver, parse_hostport
 
 __all__ = ["register"]
-
-
-def _listen(text: str) -> tuple[str, int]:
-    host, port = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"bad --listen {text!r} (HOST:PORT or [IPv6]:PORT)")
-    return host, int(port)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -34,7 +22,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from dance.http.core import LOOPBACK, HttpAuth
     from dance.http.headers import CertificateHeaderParser
 
-    host, port = _listen(args.listen)
+    host, port = parse_hostport(args.listen)
     if not args.allow:
         raise UsageError("--allow is required (names or .suffixes)")
     proxies = args.trusted_proxy or list(LOOPBACK)

@@ -1,0 +1,172 @@
+"""The asyncio DANCE TLS client: present a certificate and the ``dane_clientid`` ClientName.
+
+    reader, writer = await connect("server.example.com", 8443,
+                                   name="sensor7._device.example.com",
+                                   cert="sensor7.pem", key="sensor7.key")
+
+Under TLS 1.3 the client's handshake completes before the server has judged its certificate:
+a refused client learns it on its first read (an alert, or end of stream). :func:`probe` does
+that read and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from dance.tls.bridge import DEFAULT_CODEPOINT, configure_client, state_of
+
+__all__ = ["ProbeResult", "client_context", "connect", "negotiated", "probe"]
+
+
+def client_context(
+    *,
+    name: str | None,
+    cert: str | None,
+    key: str | None,
+    codepoint: int = DEFAULT_CODEPOINT,
+    cafile: str | None = None,
+    verify_server: bool = True,
+    check_hostname: bool = True,
+    raw_extension: bytes | None = None,
+) -> ssl.SSLContext:
+    """A reusable client context (TLS 1.3 only) presenting ``cert``/``key`` as ``name``.
+
+    The server is verified against ``cafile`` (or the system store); ``verify_server=False``
+    skips that (tests and ``dance connect --insecure`` only)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify_server:
+        if cafile:
+            context.load_verify_locations(cafile=cafile)
+        else:
+            context.load_default_certs()
+        context.check_hostname = check_hostname
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(cert, key)
+    return configure_client(context, name, codepoint=codepoint, raw_extension=raw_extension)
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    name: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    codepoint: int = DEFAULT_CODEPOINT,
+    cafile: str | None = None,
+    verify_server: bool = True,
+    check_hostname: bool = True,
+    server_hostname: str | None = None,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 10.0,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TLS 1.3 connection presenting the client identity; like ``open_connection``."""
+    if context is None:
+        context = client_context(
+            name=name,
+            cert=cert,
+            key=key,
+            codepoint=codepoint,
+            cafile=cafile,
+            verify_server=verify_server,
+            check_hostname=check_hostname,
+        )
+    hostname = server_hostname if server_hostname is not None else host
+    return await asyncio.open_connection(
+        host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
+    )
+
+
+def negotiated(writer: asyncio.StreamWriter) -> dict[str, Any]:
+    """What the handshake negotiated, as seen by the client."""
+    obj = writer.get_extra_info("ssl_object")
+    state = state_of(obj)
+    cipher = obj.cipher() if obj is not None else None
+    return {
+        "tls_version": obj.version() if obj is not None else None,
+        "cipher": cipher[0] if cipher else None,
+        "clientid_requested": bool(state and state.requested),
+        "client_name_sent": state.sent_name if state else None,
+        "server_certificate_subject": _subject(obj),
+    }
+
+
+def _subject(obj: Any) -> str | None:
+    if obj is None:
+        return None
+    der = obj.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+@dataclass
+class ProbeResult:
+    """The outcome of :func:`probe`."""
+
+    accepted: bool
+    detail: str = ""
+    reply: bytes = b""
+    negotiated: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "detail": self.detail,
+            "reply": self.reply.decode("utf-8", "replace"),
+            "negotiated": self.negotiated,
+        }
+
+
+async def probe(
+    host: str,
+    port: int,
+    *,
+    context: ssl.SSLContext,
+    server_hostname: str | None = None,
+    send: bytes = b"",
+    read_timeout: float = 2.0,
+    timeout: float = 10.0,
+) -> ProbeResult:
+    """Connect, optionally send ``send``, then read: did the server accept the client?
+
+    Accepted = the server sent application data, or kept the connection open for
+    ``read_timeout`` seconds; refused = an alert or end of stream before any data."""
+    hostname = server_hostname if server_hostname is not None else host
+    try:
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
+        )
+    except ssl.SSLError as exc:
+        return ProbeResult(False, f"handshake failed: {exc.reason or exc}")
+    except (OSError, TimeoutError) as exc:
+        return ProbeResult(False, f"connection failed: {exc}")
+    info = negotiated(writer)
+    try:
+        if send:
+            writer.write(send)
+            await writer.drain()
+        try:
+            data = await asyncio.wait_for(reader.read(65536), read_timeout)
+        except TimeoutError:
+            return ProbeResult(True, "no data; connection kept open", b"", info)
+        if data:
+            return ProbeResult(True, "server sent data", data, info)
+        return ProbeResult(False, "server closed the connection", b"", info)
+    except ssl.SSLError as exc:
+        return ProbeResult(False, f"alert: {exc.reason or exc}", b"", info)
+    except OSError as exc:
+        return ProbeResult(False, f"connection error: {exc}", b"", info)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

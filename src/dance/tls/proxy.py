@@ -1,0 +1,248 @@
+"""The DANCE terminating proxy (seed Example 1): TLS 1.3 with ``dane_clientid`` in front, plain TCP
+or HTTP to a backend, with the authenticated identity passed along.
+
+No backend connection is opened before the client is authenticated (the handler of
+:func:`dance.tls.serve` only runs then). ``tcp`` mode: a PROXY protocol v2 header first, with the
+identity in a custom TLV (0xE0-0xEF, default 0xE0). ``http`` mode: each request head gets the
+identity in a header (``X-DANCE-Client-ID`` by default); copies sent by the client are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from dance.auth import Authenticator
+from dance.identity import Identity
+from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
+from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
+from dance.tls.server import DanceServer, serve
+
+__all__ = ["DEFAULT_HEADER", "ProxyConfig", "ProxyError", "start_proxy"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEADER = "X-DANCE-Client-ID"
+MAX_HEAD = 64 * 1024
+_CHUNK = 64 * 1024
+
+
+class ProxyError(ValueError):
+    """Invalid proxy configuration or a malformed HTTP request from the client."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    backend: tuple[str, int]
+    mode: str = "tcp"  # "tcp" (PROXY v2) or "http" (request header)
+    tlv_type: int = DEFAULT_TLV_TYPE
+    header: str = DEFAULT_HEADER
+    connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("tcp", "http"):
+            raise ProxyError(f"mode {self.mode!r}: use tcp or http")
+        if not 0xE0 <= self.tlv_type <= 0xEF:
+            raise ProxyError(f"TLV type {self.tlv_type:#x} outside the custom range 0xE0-0xEF")
+        token = self.header
+        if not token or any(c in token for c in " \t\r\n:") or not token.isascii():
+            raise ProxyError(f"bad header name {self.header!r}")
+
+
+class ProxyStats:
+    def __init__(self) -> None:
+        self.backend_connections = 0
+        self.backend_failures = 0
+        self.requests = 0
+        self.stripped_headers = 0
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+
+
+def rewrite_head(head: bytes, header: str, identity: str) -> tuple[bytes, int, bool, int]:
+    """One request head with every ``header`` line removed and ours added after the request
+    line. Returns (new head, body length, chunked, lines stripped); ProxyError when malformed."""
+    lines = head.split(b"\r\n")
+    if len(lines) < 2 or lines[-1] != b"" or lines[-2] != b"":
+        raise ProxyError("request head must end with an empty line")
+    request, fields = lines[0], lines[1:-2]
+    wanted = header.lower().encode("ascii")
+    kept: list[bytes] = []
+    length, chunked, stripped = 0, False, 0
+    for line in fields:
+        if line[:1] in (b" ", b"\t"):
+            raise ProxyError("obsolete header folding")
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise ProxyError("malformed header line")
+        lname = name.lower()
+        if lname == wanted:
+            stripped += 1
+            continue
+        if lname == b"content-length":
+            if not value.strip().isdigit():
+                raise ProxyError("bad Content-Length")
+            new = int(value.strip())
+            if length and new != length:
+                raise ProxyError("conflicting Content-Length")
+            length = new
+        elif lname == b"transfer-encoding":
+            codings = [c.strip().lower() for c in value.split(b",")]
+            if codings[-1:] != [b"chunked"]:
+                raise ProxyError("unsupported Transfer-Encoding")
+            chunked = True
+        kept.append(line)
+    if chunked and length:
+        raise ProxyError("both Content-Length and chunked")
+    ours = header.encode("ascii") + b": " + identity.encode("ascii")
+    return b"\r\n".join([request, ours, *kept, b"", b""]), length, chunked, stripped
+
+
+async def _copy_exact(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    while n > 0:
+        data = await reader.read(min(n, _CHUNK))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", n)
+        writer.write(data)
+        await writer.drain()
+        n -= len(data)
+
+
+async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ProxyError("bad chunk size") from None
+        writer.write(line)
+        if size == 0:
+            while True:  # trailers, then the empty line
+                trailer = await reader.readuntil(b"\r\n")
+                writer.write(trailer)
+                if trailer == b"\r\n":
+                    await writer.drain()
+                    return
+        await _copy_exact(reader, writer, size + 2)
+
+
+async def _http_requests(
+    reader: asyncio.StreamReader,
+    backend: asyncio.StreamWriter,
+    config: ProxyConfig,
+    identity: str,
+    stats: ProxyStats,
+) -> None:
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    log.info("client closed mid-request")
+                break
+            except asyncio.LimitOverrunError:
+                log.info("request head over %d bytes", MAX_HEAD)
+                break
+            new, length, chunked, stripped = rewrite_head(head, config.header, identity)
+            stats.requests += 1
+            stats.stripped_headers += stripped
+            backend.write(new)
+            if chunked:
+                await _copy_chunked(reader, backend)
+            elif length:
+                await _copy_exact(reader, backend, length)
+            await backend.drain()
+    except ProxyError as exc:
+        log.info("refusing a malformed request: %s", exc)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            if backend.can_write_eof():
+                backend.write_eof()
+
+
+class Proxy:
+    """The connection handler: connect to the backend, announce the identity, relay."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.stats = ProxyStats()
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: Identity
+    ) -> None:
+        cfg = self.config
+        header = b""
+        if cfg.mode == "tcp":
+            try:
+                src = writer.get_extra_info("peername")
+                dst = writer.get_extra_info("sockname")
+                header = encode_header(
+                    (src[0], src[1]), (dst[0], dst[1]), identity.identity, tlv_type=cfg.tlv_type
+                )
+            except (ProxyV2Error, TypeError, IndexError) as exc:
+                log.warning("cannot build the PROXY header: %s", exc)
+                return
+        try:
+            b_reader, b_writer = await asyncio.wait_for(
+                asyncio.open_connection(*cfg.backend), cfg.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats.backend_failures += 1
+            log.warning("backend %s:%d unreachable: %s", *cfg.backend, exc)
+            return
+        self.stats.backend_connections += 1
+        try:
+            if cfg.mode == "tcp":
+                b_writer.write(header)
+                upstream = _pipe(reader, b_writer)
+            else:
+                upstream = _http_requests(reader, b_writer, cfg, identity.identity, self.stats)
+            await asyncio.gather(upstream, _pipe(b_reader, writer))
+        finally:
+            b_writer.close()
+            with contextlib.suppress(OSError):
+                await b_writer.wait_closed()
+
+
+async def start_proxy(
+    host: str | None,
+    port: int,
+    *,
+    config: ProxyConfig,
+    cert: str | Path,
+    key: str | Path,
+    authenticator: Authenticator,
+    codepoint: int = DEFAULT_CODEPOINT,
+    san_fallback: bool = False,
+    stats: TLSStats | None = None,
+) -> tuple[DanceServer, Proxy]:
+    """Start the proxy; returns the DANCE server (``.stats``, ``.port``) and the relay."""
+    proxy = Proxy(config)
+    server = await serve(
+        proxy.handle,
+        host,
+        port,
+        cert=cert,
+        key=key,
+        authenticator=authenticator,
+        codepoint=codepoint,
+        san_fallback=san_fallback,
+        stats=stats,
+    )
+    return server, proxy

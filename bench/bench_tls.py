@@ -448,6 +448,8 @@ def part1(
         finally:
             proc.terminate()
             proc.wait()
+    elif args.no_nginx:
+        print("  nginx: skipped (--no-nginx)")
     else:
         print("  nginx: not installed (apt-get install -y nginx), skipped")
 
@@ -564,7 +566,7 @@ def main() -> int:
         if os.environ.get("BENCH_TLS_PROFILE"):  # developer aid: cProfile the server process
             import cProfile
 
-            out = os.environ["BENCH_TLS_PROFILE"]
+            out = f"{os.environ['BENCH_TLS_PROFILE']}.{args.role}"
             cProfile.runctx("serve_main(args)", globals(), locals(), out)
         else:
             serve_main(args)

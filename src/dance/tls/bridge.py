@@ -245,6 +245,8 @@ _LIB_LOCK = threading.Lock()
 
 def bridge() -> _Lib:
     """The checked library handle (loaded once); raises BridgeError when unusable."""
+    if _LIB_CELL:  # fast path: once loaded, never replaced
+        return _LIB_CELL[0]
     with _LIB_LOCK:
         if not _LIB_CELL:
             _LIB_CELL.append(_Lib())

@@ -69,7 +69,10 @@ def _tsig_keys(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import dns.exception
+
     from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
+    from dance.authority.update import UpdatePolicy
     from dance.cli import UsageError
 
     if not args.zone_dir:
@@ -86,6 +89,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logger.setLevel(logging.INFO)
     try:
         keys = _tsig_keys(args)
+        try:
+            policy = UpdatePolicy.parse(args.update_types, args.update_scope)
+        except (ValueError, dns.exception.DNSException) as exc:
+            raise UsageError(f"bad update policy: {exc}") from None
         limits = Limits(
             rate=args.rate,
             burst=max(args.burst, args.rate),
@@ -100,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             algorithm=ALGORITHMS[args.algorithm],
             denial=args.denial,
             allow_non_loopback=args.allow_non_loopback,
+            update_policy=policy,
         )
     except AuthorityError as exc:
         raise UsageError(str(exc)) from None
@@ -249,6 +257,17 @@ def register(subparsers: Any) -> None:
         help="for zones without keys yet",
     )
     p.add_argument("--denial", choices=("nsec", "nsec3"), default="nsec")
+    p.add_argument(
+        "--update-types",
+        metavar="TYPES",
+        help="record types updates may change, e.g. TLSA (default: any the signer does not own)",
+    )
+    p.add_argument(
+        "--update-scope",
+        action="append",
+        metavar="KEY=NAME[,NAME]",
+        help="names (and below) that TSIG key KEY may change (default: the whole zone)",
+    )
     p.set_defaults(func=cmd_serve)
     sub = p.add_subparsers(dest="authority_command", metavar="{init,anchor,tsig-key}")
 

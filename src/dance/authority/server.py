@@ -52,7 +52,7 @@ from dance.authority.signer import (
     sorted_owners,
 )
 from dance.authority.store import Denial, KeyPolicy, Records, ZoneDir, trust_anchor_text
-from dance.authority.update import apply_update
+from dance.authority.update import UpdatePolicy, apply_update, check_policy
 from dance.testkit.zones import Zone, ZoneKeys
 from dance.testkit.zoneset import ZoneSet
 from dance.tsig import TSIGKey, keyring
@@ -170,8 +170,10 @@ class Authority:
         denial: Denial = "nsec",
         validity: int = DEFAULT_VALIDITY,
         allow_non_loopback: bool = False,
+        update_policy: UpdatePolicy | None = None,
     ) -> None:
         self.store = ZoneDir(zone_dir)
+        self.update_policy = update_policy
         self.limits = limits or Limits()
         self.allow_non_loopback = allow_non_loopback
         self.tsig_keys = list(tsig_keys)
@@ -698,7 +700,8 @@ class Authority:
     def apply(self, state: _ZoneState, message: dns.update.UpdateMessage) -> int:
         """Apply an authenticated update to one zone: all or nothing. Returns the RCODE."""
         with self._lock:
-            result = apply_update(state.records, state.origin, message)
+            refused = check_policy(self.update_policy, message.keyname, message)
+            result = refused or apply_update(state.records, state.origin, message)
             if result.rcode != dns.rcode.NOERROR or not result.changed:
                 if result.rcode != dns.rcode.NOERROR:
                     self.stats.updates_refused += 1

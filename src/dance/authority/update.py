@@ -27,7 +27,7 @@ from dns.rdtypes.ANY.SOA import SOA
 
 from dance.authority.store import SIGNER_TYPES, Records
 
-__all__ = ["UpdateResult", "apply_update"]
+__all__ = ["UpdatePolicy", "UpdateResult", "apply_update", "check_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,65 @@ class UpdateResult:
     added: int = 0
     deleted: int = 0
     touched: frozenset[Name] = frozenset()  # names whose records changed (apex included)
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """Who may change what (RFC 2136 section 3.3, "check requestor's permissions").
+
+    ``types``: the record types an update may add or delete (None: any type the signer does
+    not own). An identity zone that accepts only TLSA cannot be used to publish records that
+    impersonate the organization's web sites (architecture section 6.2). ``scopes``: per TSIG
+    key name, the names (and everything below them) that key may change; a key without an entry
+    may change the whole zone.
+    """
+
+    types: frozenset[RdataType] | None = None
+    scopes: dict[Name, tuple[Name, ...]] | None = None
+
+    @classmethod
+    def parse(cls, types: str | None, scopes: list[str] | None) -> UpdatePolicy:
+        """From ``"TLSA,DS"`` and ``["KEY=NAME[,NAME...]", ...]``; ValueError on bad input."""
+        parsed_types = None
+        if types:
+            parsed_types = frozenset(
+                RdataType.make(dns.rdatatype.from_text(t.strip().upper()))
+                for t in types.split(",")
+                if t.strip()
+            )
+            if not parsed_types:
+                raise ValueError("empty list of update types")
+        parsed_scopes: dict[Name, tuple[Name, ...]] | None = None
+        for entry in scopes or ():
+            key, sep, names = entry.partition("=")
+            if not sep or not key.strip() or not names.strip():
+                raise ValueError(f"bad update scope {entry!r} (KEY=NAME[,NAME...])")
+            parsed_scopes = parsed_scopes or {}
+            parsed_scopes[dns.name.from_text(key.strip())] = tuple(
+                dns.name.from_text(n.strip()) for n in names.split(",") if n.strip()
+            )
+        return cls(parsed_types, parsed_scopes)
+
+
+def check_policy(
+    policy: UpdatePolicy | None, keyname: Name | None, message: dns.update.UpdateMessage
+) -> UpdateResult | None:
+    """REFUSED when an update touches a type or a name its key may not change; else None."""
+    if policy is None:
+        return None
+    scope = None
+    if policy.scopes is not None and keyname is not None:
+        scope = policy.scopes.get(keyname)
+    for rrset in message.update:
+        rdtype = RdataType.make(rrset.rdtype)
+        if policy.types is not None and rdtype != RdataType.ANY and rdtype not in policy.types:
+            return UpdateResult(Rcode.REFUSED, reason=f"{rdtype.name} updates are not allowed")
+        if policy.types is not None and rdtype == RdataType.ANY and rrset.deleting == ANY:
+            # "delete all RRsets at a name" could remove types outside the policy
+            return UpdateResult(Rcode.REFUSED, reason="deleting whole names is not allowed")
+        if scope is not None and not any(rrset.name.is_subdomain(top) for top in scope):
+            return UpdateResult(Rcode.REFUSED, reason=f"key {keyname} may not change {rrset.name}")
+    return None
 
 
 def _in_use(records: Records, name: Name) -> bool:

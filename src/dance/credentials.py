@@ -188,7 +188,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             certs = x509.load_pem_x509_certificates(data)
         except Exception as exc:
-            raise CredentialError(f"bad PEM certificate data: {exc}") from None
+            raise CredentialError(f"bad PEM certificate data ({brief_error(exc)})") from None
         if not certs:
             raise CredentialError("no certificate found")
         return list(certs)
@@ -197,7 +197,17 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(data)]
     except Exception as exc:
-        raise CredentialError(f"not a PEM or DER certificate: {exc}") from None
+        raise CredentialError(f"not a PEM or DER certificate ({brief_error(exc)})") from None
+
+
+def brief_error(exc: BaseException) -> str:
+    """A short, one-line reason from a parser exception (no Rust debug dumps, no URLs)."""
+    text = str(exc).split("\n", 1)[0]
+    for cut in (" {", ". See ", " See https"):
+        pos = text.find(cut)
+        if pos > 0:
+            text = text[:pos]
+    return text[:120].rstrip(": ") or type(exc).__name__
 
 
 def load_public_key(data: bytes) -> bytes:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from dance.credentials import brief_error
 from dance.message.errors import MessageError, MessageReason
 from dance.names import InvalidName, parse_client_name
 
@@ -94,7 +95,9 @@ def load_private_key(path: str | Path, password: bytes | None = None) -> Private
         else:
             key = serialization.load_der_private_key(data, password)
     except (ValueError, TypeError) as exc:
-        raise MessageError(MessageReason.MALFORMED, f"not a private key: {exc}") from None
+        raise MessageError(
+            MessageReason.MALFORMED, f"not a private key ({brief_error(exc)})"
+        ) from None
     if not isinstance(
         key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
     ):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from cryptography import x509
 
@@ -77,6 +78,31 @@ def load_spki(path: str) -> bytes:
         return load_public_key(_read(path))
     except CredentialError as exc:
         raise UsageError(f"{path}: {exc}") from None
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (safe when callers swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def log_to_stderr(level: int, fmt: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> None:
+    """Send the ``dance`` loggers to standard error (once per process) for server commands."""
+    logger = logging.getLogger("dance")
+    logger.setLevel(level)
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter(fmt))
+        logger.addHandler(handler)
 
 
 def parse_hostport(text: str, what: str = "--listen") -> tuple[str, int]:

@@ -69,10 +69,6 @@ def _tsig_keys(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import dns.exception
-
-    from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
-    from dance.authority.update import UpdatePolicy
     from dance.cli import UsageError
 
     if not args.zone_dir:
@@ -85,8 +81,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _JsonFormatter() if args.json_log else logging.Formatter("%(asctime)s %(message)s")
     )
     logger = logging.getLogger("dance")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        return _serve(args, host, port, logger)
+    finally:  # in-process callers (tests, embedding) must not keep a handler on a stale stream
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logger) -> int:
+    import dns.exception
+
+    from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
+    from dance.authority.update import UpdatePolicy
+    from dance.cli import UsageError
+
     try:
         keys = _tsig_keys(args)
         try:

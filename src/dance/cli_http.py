@@ -8,10 +8,15 @@ import contextlib
 import ipaddress
 import logging
 import signal
-import sys
 from typing import Any
 
-from dance.cli import UsageError, add_dns_options, make_resolver, parse_hostport
+from dance.cli import (
+    UsageError,
+    add_dns_options,
+    log_to_stderr,
+    make_resolver,
+    parse_hostport,
+)
 
 __all__ = ["register"]
 
@@ -45,11 +50,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         authenticator = Authenticator(resolver, allow=args.allow)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
     http_auth = HttpAuth(authenticator, parser=parser)
     agent = Agent(
         http_auth,

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 from typing import Any
 
 from dance.cli import (
     UsageError,
     add_dns_options,
     client_name_arg,
+    log_to_stderr,
     make_resolver,
     parse_hostport,
 )
@@ -174,7 +174,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if args.max_pending < 1:
         raise UsageError("--max-pending must be at least 1")
     if args.verbose:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        log_to_stderr(logging.INFO)
     resolver = make_resolver(args)
 
     async def run() -> None:

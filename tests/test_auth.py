@@ -210,3 +210,32 @@ def test_user_profile_through_authenticator() -> None:
     auth = Authenticator(source, allow=["_user.example.com"], clock=lambda: NOW)
     result = run(auth.authenticate("_user.example.com", chain(alice, ca)))
     assert result.identity == "alice@example.com"  # type: ignore[union-attr]
+
+
+def test_lookup_is_policy_first() -> None:
+    """`lookup` (the records themselves, for name-only messages): allow-list before any query."""
+    auth, source, _ = make({NAME: secure(RECORD)}, allow=["other._device.example.com"])
+    refused = run(auth.lookup(NAME))
+    assert refused.reason is Reason.NOT_ALLOWED  # type: ignore[union-attr]
+    assert auth.lookup_cached(NAME).reason is Reason.NOT_ALLOWED  # type: ignore[union-attr]
+    assert run(auth.lookup("bad..name")).reason is Reason.MALFORMED_INPUT  # type: ignore[union-attr]
+    assert source.queries == []
+    assert auth.admit(NAME).reason is Reason.NOT_ALLOWED  # type: ignore[union-attr]
+
+
+def test_lookup_returns_the_answer() -> None:
+    auth, source, _ = make({NAME: secure(RECORD)})
+    answer = run(auth.lookup(NAME))
+    assert answer.outcome is Outcome.SECURE and answer.records == (RECORD,)  # type: ignore[union-attr]
+    assert source.queries == [NAME]
+    assert auth.lookup_cached(NAME) is source.answers[NAME]
+    assert auth.admit(NAME).text == NAME  # type: ignore[union-attr]
+
+
+def test_lookup_source_that_raises_fails_closed() -> None:
+    class Broken(FakeSource):
+        async def lookup_tlsa(self, name: str) -> LookupResult:
+            raise RuntimeError("boom")
+
+    auth = Authenticator(Broken(), allow=[NAME], clock=lambda: NOW)
+    assert run(auth.lookup(NAME)).reason is Reason.DNS_INDETERMINATE  # type: ignore[union-attr]

@@ -196,6 +196,42 @@ class Authenticator:
             return None
         return self._decide(first, presented, fingerprint, lookup)
 
+    async def lookup(self, client_name: str | bytes | ClientName) -> _Lookup | Rejection:
+        """The validated TLSA answer for an allowed name: the allow-list first (no query for a
+        name outside it), then the source. For callers that need the published records
+        themselves, e.g. the key of a name-only signed message; whether a credential is accepted
+        is still :meth:`authenticate`'s decision. Never raises for bad input."""
+        name = self.admit(client_name)
+        if isinstance(name, Rejection):
+            return name
+        self.counters["dns_lookups"] += 1
+        try:
+            return await self.source.lookup_tlsa(name.text)
+        except Exception as exc:  # a source must not raise; if it does, fail closed
+            log.warning("TLSA lookup for %s raised", name.text, exc_info=True)
+            return self._count(Rejection(Reason.DNS_INDETERMINATE, str(exc), name.text))
+
+    def lookup_cached(self, client_name: str | bytes | ClientName) -> _Lookup | Rejection | None:
+        """:meth:`lookup` from the source's cache only; None when a query is needed."""
+        name = self.admit(client_name)
+        if isinstance(name, Rejection):
+            return name
+        return self.source.cached(name.text)
+
+    def admit(self, client_name: str | bytes | ClientName) -> ClientName | Rejection:
+        """Policy only, no I/O: the parsed name if the allow-list admits it, else a Rejection
+        (counted). For adapters that must refuse before any other work."""
+        try:
+            name = parse_client_name(client_name)
+        except InvalidName as exc:
+            return self._count(Rejection(Reason.MALFORMED_INPUT, f"client name: {exc}"))
+        if not self.allow.allows(name):
+            log.info("client name %s is not in the allow-list; no DNS query", name.text)
+            return self._count(
+                Rejection(Reason.NOT_ALLOWED, "name outside the allow-list", name.text)
+            )
+        return name
+
     def flush(self) -> None:
         """Forget every cached decision, and the source's cached answers if it has a flush()."""
         self._decisions.clear()

@@ -145,29 +145,28 @@ class MessageVerifier:
             self._keys.popitem(last=False)
         return keys
 
-    def _allowed(self, name: str) -> str:
+    @staticmethod
+    def _signer(name: str) -> str:
         try:
-            client = parse_client_name(name)
+            return parse_client_name(name).text
         except InvalidName as exc:
             raise MessageError(MessageReason.BAD_SIGNER_NAME, str(exc)) from None
-        if not self.authenticator.allow.allows(client):
-            raise MessageError(MessageReason.NOT_ALLOWED, "name outside the allow-list", name)
-        return client.text
 
     async def published_keys(self, name: str) -> tuple[PublishedKey, ...]:
         """The keys published in full (``3 1 0``, ``3 0 0``) for ``name``, from a DNSSEC
-        ``secure`` answer, after the allow-list check (no query for a name outside it)."""
-        name = self._allowed(name)
-        try:
-            lookup = await self.authenticator.source.lookup_tlsa(name)
-        except Exception as exc:
-            log.warning("TLSA lookup for %s raised", name, exc_info=True)
-            raise MessageError(MessageReason.DNS_INDETERMINATE, str(exc), name) from None
+        ``secure`` answer. Policy and lookup are the Authenticator's (``lookup``): the
+        allow-list first, no query for a name outside it."""
+        name = self._signer(name)
+        lookup = await self.authenticator.lookup(name)
+        if isinstance(lookup, Rejection):
+            raise _refused(lookup, name)
         return self._keys_from(name, lookup)
 
     def published_keys_cached(self, name: str) -> tuple[PublishedKey, ...] | None:
-        name = self._allowed(name)
-        lookup = self.authenticator.source.cached(name)
+        name = self._signer(name)
+        lookup = self.authenticator.lookup_cached(name)
+        if isinstance(lookup, Rejection):
+            raise _refused(lookup, name)
         return None if lookup is None else self._keys_from(name, lookup)
 
     # -- verification ------------------------------------------------------------------------------
@@ -228,7 +227,9 @@ class MessageVerifier:
 
     def _embedded(self, msg: ParsedMessage) -> CertificateChain:
         """The embedded chain, after checking the signature with its end entity's key."""
-        self._allowed(msg.signer)  # policy first: no certificate parsing for unlisted names
+        admitted = self.authenticator.admit(self._signer(msg.signer))
+        if isinstance(admitted, Rejection):  # policy first: no parsing for unlisted names
+            raise _refused(admitted, msg.signer)
         hit = self._chains.get(msg.x5c)
         if hit is None:
             try:

@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_provision.py
 	$(BIN)/python bench/bench_message.py
 	$(BIN)/python bench/bench_tls.py
+	$(BIN)/python bench/bench_ssh.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

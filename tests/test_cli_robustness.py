@@ -46,6 +46,8 @@ CASES = [
     ("agent --listen bad --allow .example.com", 2),
     ("authority --zone-dir {dir}/nonexistent --listen 127.0.0.1:0", 2),
     ("rollover x._device.example.com --dir {dir}/nonexistent", 2),
+    ("ssh-tlsa --pubkey {junk} --name a._user.example.com", 2),
+    ("ssh-tlsa --pubkey {dir} --name a._user.example.com", 2),
 ]
 
 

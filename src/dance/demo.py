@@ -40,6 +40,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.tls.demo_step import run_tls
 
     good &= run_tls(out, now) == 0
+    from dance.ssh_demo import run_ssh
+
+    good &= run_ssh(out) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

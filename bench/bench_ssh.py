@@ -1,0 +1,129 @@
+"""The cost of one `dance ssh-keys-command` decision vs a static authorized_keys lookup.
+
+sshd runs the AuthorizedKeysCommand once per offered key, as a new process, so the figure that
+matters is the wall time of one invocation (interpreter start + imports + DNSSEC-validated
+lookup against a loopback server). The peer is what sshd does without it: scan an
+authorized_keys file for the offered key (measured here in-process, in Python, with 100 keys:
+sshd's C scan is faster still), and the floor of any Python command (`python -c pass`).
+
+    .venv/bin/python bench/bench_ssh.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from dance.auth import Authenticator
+from dance.dns import TLSAResolver, TrustAnchors
+from dance.ssh import authorize, ssh_tlsa_record
+from dance.testkit import Hierarchy, ServerThread
+
+NAME = "alice._user.example.test"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def pub(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
+    line = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    keytype, blob = line.decode().split()[:2]
+    return keytype, blob
+
+
+def wall(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def row(label: str, times: list[float]) -> None:
+    med = statistics.median(times)
+    print(f"{label:<58} median {med * 1000:9.3f} ms   min {min(times) * 1000:9.3f} ms")
+
+
+def main() -> None:
+    from dance.ssh import ssh_key_to_spki
+
+    alice = ed25519.Ed25519PrivateKey.generate()
+    keytype, blob = pub(alice)
+    zones = Hierarchy("test.", ttl=60)
+    zones.child("example.test.")
+    users = zones.child("_user.example.test.")
+    users.add(NAME + ".", "TLSA", ssh_tlsa_record(ssh_key_to_spki(keytype, blob)).to_text())
+    zones.sign(algorithm=13, denial="nsec3")
+    anchor_text = zones.export_trust_anchor()
+    anchors = TrustAnchors.from_text(anchor_text)
+
+    with tempfile.TemporaryDirectory() as tmp, ServerThread(zones) as server:
+        d = Path(tmp)
+        (d / "anchor").write_text(anchor_text)
+        names = d / "names"
+        names.write_text(f"root: {NAME}\n")
+        keys = [pub(ed25519.Ed25519PrivateKey.generate()) for _ in range(99)] + [(keytype, blob)]
+        ak = d / "authorized_keys"
+        ak.write_text("".join(f"{t} {b} user{i}@host\n" for i, (t, b) in enumerate(keys)))
+
+        def static_lookup() -> None:
+            want = base64.b64decode(blob)
+            for line in ak.read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and base64.b64decode(parts[1]) == want:
+                    return
+            raise AssertionError("not found")
+
+        async def in_process_many(n: int) -> list[float]:
+            out = []
+            async with TLSAResolver(
+                server.address, anchors=anchors, recursion_desired=False
+            ) as resolver:
+                for _ in range(n):
+                    resolver.flush()  # a fresh process has no cache
+                    auth = Authenticator(resolver, allow=[NAME])
+                    start = time.perf_counter()
+                    result = await authorize(auth, "root", keytype, blob, [NAME])
+                    out.append(time.perf_counter() - start)
+                    assert result.accepted
+            return out
+
+        cmd = [
+            sys.executable, "-m", "dance.cli", "ssh-keys-command", "root", keytype, blob,
+            "--names-file", str(names), "--server", f"{server.address[0]}:{server.address[1]}",
+            "--trust-anchor", str(d / "anchor"),
+        ]  # fmt: skip
+        env = dict(os.environ, PYTHONPATH=str(SRC))
+
+        def command() -> None:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            assert done.stdout.startswith(keytype), done.stderr
+
+        def python_floor() -> None:
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+        print("one SSH key decision (Ed25519, TLSA 3 1 1, NSEC3-signed zone on loopback)\n")
+        row("peer: authorized_keys scan, 100 keys (in-process Python)", wall(static_lookup, 200))
+        row(
+            "dance authorize(), in-process, no cache (lookup+validate)",
+            asyncio.run(in_process_many(50)),
+        )
+        row("floor: `python -c pass` process", wall(python_floor, 10))
+        row("dance ssh-keys-command, one process (what sshd runs)", wall(command, 10))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""`dance ssh-keys-command` (an OpenSSH AuthorizedKeysCommand) and `dance ssh-tlsa`.
+
+sshd_config::
+
+    AuthorizedKeysCommand /usr/local/bin/dance-ssh-keys %u %t %k
+    AuthorizedKeysCommandUser nobody
+
+where the root-owned wrapper runs ``dance ssh-keys-command "$@" --server ... --syslog``.
+The command prints one authorized_keys line ``TYPE BASE64 dance:NAME`` when the offered key
+authenticates through DANCE for one of the account's authorized names, and nothing otherwise.
+Exit status: 0 (whether or not a line was printed: sshd ignores the output of a failed command
+anyway), 2 when the configuration is unusable (unsafe or malformed names file, bad trust anchor):
+sshd then logs the failure. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from dance.cli import UsageError, add_dns_options, client_name_arg, make_resolver
+
+EXIT_OK, EXIT_CONFIG = 0, 2
+
+log = logging.getLogger("dance.ssh")
+_handlers: list[logging.Handler] = []
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    root = logging.getLogger("dance")
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    handler: logging.Handler
+    if args.syslog:
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTH
+            )
+            handler.setFormatter(logging.Formatter("dance-ssh[%(process)d]: %(message)s"))
+        except OSError:
+            handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dance ssh-keys-command: %(message)s"))
+    for old in _handlers:  # one handler, even when main() runs several times in a process
+        root.removeHandler(old)
+    _handlers[:] = [handler]
+    root.addHandler(handler)
+
+
+def cmd_keys_command(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    try:
+        return _keys_command(args)
+    except UsageError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_CONFIG
+    except Exception as exc:  # never a traceback to sshd; fail closed
+        log.error("internal error, key refused: %s: %s", type(exc).__name__, exc)
+        return EXIT_CONFIG
+
+
+def _keys_command(args: argparse.Namespace) -> int:
+    from dance.auth import Authenticator
+    from dance.identity import Identity
+    from dance.ssh import (
+        NamesFileError,
+        SSHKeyError,
+        authorize,
+        authorized_keys_line,
+        names_for_user,
+        ssh_key_to_spki,
+    )
+
+    user: str = args.user
+    try:
+        key = ssh_key_to_spki(args.keytype, args.keyblob)
+    except SSHKeyError as exc:
+        log.info("key offered for %r refused: %s: %s", user, exc.reason, exc)
+        return EXIT_OK
+    try:
+        names = names_for_user(
+            user,
+            names_file=None if args.no_names_file else args.names_file,
+            user_files=args.user_names,
+        )
+    except NamesFileError as exc:
+        for line in exc.errors:
+            log.error("%s", line)
+        log.error("names file unusable (%s): %s; refusing every key", exc.reason, exc)
+        return EXIT_CONFIG
+    if not names:
+        log.info("no DANCE names authorized for account %r", user)
+        return EXIT_OK
+    resolver = make_resolver(args)
+    authenticator = Authenticator(resolver, allow=names)
+
+    async def go() -> object:
+        async with resolver:
+            return await authorize(authenticator, user, None, key, names)
+
+    result = asyncio.run(go())
+    if isinstance(result, Identity):
+        line = authorized_keys_line(key, result.client_name)
+        log.info(
+            "accepted %s %s for %r as %s", key.keytype, key.fingerprint, user, result.client_name
+        )
+        print(line, flush=True)
+    else:
+        log.info("refused %s %s for %r: %s", key.keytype, key.fingerprint, user, result)
+    return EXIT_OK
+
+
+def cmd_ssh_tlsa(args: argparse.Namespace) -> int:
+    from dance.ssh import SSHKeyError, parse_public_key_line, ssh_tlsa_record
+
+    name = client_name_arg(args.name)
+    try:
+        text = Path(args.pubkey).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.pubkey}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.pubkey}: not an OpenSSH public key (not text)") from None
+    try:
+        key = parse_public_key_line(text)
+    except SSHKeyError as exc:
+        raise UsageError(f"{args.pubkey}: {exc.reason}: {exc}") from None
+    record = ssh_tlsa_record(key, int(args.mtype))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "name": name,
+                    "ttl": args.ttl,
+                    "keytype": key.keytype,
+                    "usage": 3,
+                    "selector": 1,
+                    "mtype": record.mtype,
+                    "data": record.data.hex(),
+                    "rdata": record.to_text(),
+                }
+            )
+        )
+    else:
+        print(record.to_zone_line(name, args.ttl))
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ssh-keys-command",
+        help="OpenSSH AuthorizedKeysCommand: authorize an offered key through DANCE",
+        description="For sshd_config 'AuthorizedKeysCommand /path/to/wrapper %u %t %k'. "
+        "Prints 'TYPE BASE64 dance:NAME' when the key matches the TLSA record (3 1 x) of one "
+        "of the account's authorized names, nothing otherwise.",
+    )
+    p.add_argument("user", help="the local account (%%u)")
+    p.add_argument("keytype", help="the offered key's type (%%t)")
+    p.add_argument("keyblob", help="the offered key, base64 (%%k)")
+    p.add_argument(
+        "--names-file",
+        default="/etc/dance/ssh-authorized-names",
+        metavar="FILE",
+        help="account: name[, name...] lines (default: %(default)s); root-owned, not writable "
+        "by others",
+    )
+    p.add_argument("--no-names-file", action="store_true", help="use only the per-user files")
+    p.add_argument(
+        "--user-names",
+        action="store_true",
+        help="also honour ~USER/.ssh/authorized_dance_names (StrictModes-style checks)",
+    )
+    p.add_argument("--syslog", action="store_true", help="log to syslog (auth facility)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_dns_options(p)
+    for action in p._actions:  # stdout belongs to sshd: --json has no meaning here
+        if action.dest == "json":
+            action.help = argparse.SUPPRESS
+    p.set_defaults(func=cmd_keys_command)
+
+    p = sub.add_parser("ssh-tlsa", help="print the TLSA record (3 1 x) to publish for an SSH key")
+    p.add_argument("--pubkey", required=True, metavar="FILE", help="OpenSSH public key (.pub)")
+    p.add_argument("--name", required=True, help="the owner name (ClientName) to publish at")
+    p.add_argument(
+        "--mtype", choices=("0", "1", "2"), default="1", help="0 Full, 1 SHA2-256, 2 SHA2-512"
+    )
+    p.add_argument("--ttl", type=int, help="TTL in seconds for the zone-file line")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ssh_tlsa)

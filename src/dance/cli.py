@@ -80,7 +80,7 @@ def load_spki(path: str) -> bytes:
         raise UsageError(f"{path}: {exc}") from None
 
 
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at emit time (safe when callers swap it)."""
 
     def __init__(self) -> None:
@@ -99,8 +99,8 @@ def log_to_stderr(level: int, fmt: str = "%(asctime)s %(name)s %(levelname)s %(m
     """Send the ``dance`` loggers to standard error (once per process) for server commands."""
     logger = logging.getLogger("dance")
     logger.setLevel(level)
-    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
-        handler = _CurrentStderr()
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter(fmt))
         logger.addHandler(handler)
 

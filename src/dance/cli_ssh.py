@@ -20,10 +20,15 @@ import asyncio
 import json
 import logging
 import logging.handlers
-import sys
 from pathlib import Path
 
-from dance.cli import UsageError, add_dns_options, client_name_arg, make_resolver
+from dance.cli import (
+    StderrHandler,
+    UsageError,
+    add_dns_options,
+    client_name_arg,
+    make_resolver,
+)
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 
@@ -42,9 +47,9 @@ def _setup_logging(args: argparse.Namespace) -> None:
             )
             handler.setFormatter(logging.Formatter("dance-ssh[%(process)d]: %(message)s"))
         except OSError:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = StderrHandler()
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("dance ssh-keys-command: %(message)s"))
     for old in _handlers:  # one handler, even when main() runs several times in a process
         root.removeHandler(old)

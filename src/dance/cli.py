@@ -44,6 +44,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli_message",
     "dance.cli_authority",
     "dance.cli_ssh",
+    "dance.cli_smtp",
 )
 
 

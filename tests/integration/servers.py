@@ -19,6 +19,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from dance.tsig import TSIGKey
 from tests.conftest import require_binary
 
 
@@ -93,8 +94,15 @@ class KnotZone:
     signed: bool = True
 
 
-def start_knot(workdir: Path, zones: Sequence[KnotZone]) -> Server:
-    """Start knotd serving and online-signing ``zones`` (ECDSA P-256)."""
+def start_knot(
+    workdir: Path,
+    zones: Sequence[KnotZone],
+    *,
+    update_key: TSIGKey | None = None,
+    workers: int = 1,
+) -> Server:
+    """Start knotd serving and online-signing ``zones`` (ECDSA P-256). With ``update_key``, the
+    zones accept RFC 2136 updates signed with that TSIG key."""
     knotd = require_binary("knotd")
     port = free_port()
     (workdir / "db").mkdir(parents=True, exist_ok=True)
@@ -107,22 +115,35 @@ def start_knot(workdir: Path, zones: Sequence[KnotZone]) -> Server:
             if z.signed
             else "    dnssec-signing: off"
         )
+        + ("\n    acl: update" if update_key is not None else "")
         for z in zones
     )
+    tsig = ""
+    if update_key is not None:
+        tsig = f"""key:
+  - id: {update_key.name}.
+    algorithm: {update_key.algorithm}
+    secret: {update_key.secret_b64()}
+acl:
+  - id: update
+    key: {update_key.name}.
+    action: update
+"""
     conf = workdir / "knot.conf"
     conf.write_text(
         f"""server:
     rundir: "{workdir}"
     listen: 127.0.0.1@{port}
     background-workers: 1
-    tcp-workers: 1
-    udp-workers: 1
+    tcp-workers: {workers}
+    udp-workers: {workers}
+    tcp-max-clients: 256
 log:
   - target: stderr
     any: info
 database:
     storage: "{workdir}/db"
-policy:
+{tsig}policy:
   - id: nsec
     algorithm: ecdsap256sha256
     rrsig-lifetime: 14d

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dance.tsig import TSIGKey
-from tests.conftest import require_binary
-from tests.integration.servers import Server, _wait_for, dnskey_anchor, free_port
+from tests.integration.servers import KnotZone, Server, dnskey_anchor, start_knot
 
 SOA = "@ SOA ns1 hostmaster 1 3600 600 86400 5"
 
@@ -37,77 +34,19 @@ def start_primary(
 ) -> Primary:
     """Knot serving ``zone`` (and ``more_zones``, e.g. fleet shard zones), all signed online and
     updatable with the returned TSIG key."""
-    knotd = require_binary("knotd")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     key = TSIGKey("dance-update", "hmac-sha256", bytes(range(32)))
     key_file = workdir / "update.key"
     key_file.write_text(
         f'key "{key.name}" {{\n    algorithm hmac-sha256;\n    secret "{key.secret_b64()}";\n}};\n'
     )
     key_file.chmod(0o600)
-    (workdir / "db").mkdir(exist_ok=True)
-    (workdir / f"{zone}.zone").write_text(
-        f"$ORIGIN {zone}.\n$TTL 300\n{SOA}\n@ NS ns1\nns1 A 127.0.0.1\n{extra}\n"
-    )
-    for other in more_zones:
-        (workdir / f"{other}.zone").write_text(
-            f"$ORIGIN {other}.\n$TTL 300\n{SOA}\n@ NS ns1\nns1 A 127.0.0.1\n"
-        )
-    zone_conf = "".join(
-        f"""  - domain: {z}.
-    file: {workdir}/{z}.zone
-    dnssec-signing: on
-    dnssec-policy: nsec
-    acl: update
-"""
-        for z in (zone, *more_zones)
-    )
-    conf = workdir / "knot.conf"
-    conf.write_text(
-        f"""server:
-    rundir: "{workdir}"
-    listen: 127.0.0.1@{port}
-    background-workers: 1
-    tcp-workers: 2
-    udp-workers: 2
-    tcp-max-clients: 256
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{workdir}/db"
-key:
-  - id: {key.name}.
-    algorithm: hmac-sha256
-    secret: {base64.b64encode(key.secret).decode()}
-acl:
-  - id: update
-    key: {key.name}.
-    action: update
-policy:
-  - id: nsec
-    algorithm: ecdsap256sha256
-    rrsig-lifetime: 14d
-    rrsig-refresh: 7d
-template:
-  - id: default
-    storage: "{workdir}"
-    journal-content: all
-    zonefile-sync: -1
-    semantic-checks: off
-zone:
-{zone_conf}"""
-    )
-    log = workdir / "knot.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([knotd, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process, port, workdir, log)
+    base = f"{SOA}\n@ NS ns1\nns1 A 127.0.0.1\n"
+    zones = [KnotZone(zone, base + extra)] + [KnotZone(other, base) for other in more_zones]
+    server = start_knot(workdir, zones, update_key=key, workers=2)
     try:
-        for z in (zone, *more_zones):
-            _wait_for(port, z + ".", "DNSKEY", server)
         anchor_file = workdir / "anchor.txt"
-        anchor_file.write_text(dnskey_anchor(port, zone))
+        anchor_file.write_text(dnskey_anchor(server.port, zone))
     except Exception:
         server.stop()
         raise

@@ -1,0 +1,21 @@
+"""The benchmark scripts stay importable as the code they measure changes (they are not run here:
+tests never measure time)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SCRIPTS = sorted(BENCH.glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_bench_script_imports(script: Path) -> None:
+    spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # top level only: __name__ is not "__main__"
+    assert callable(getattr(module, "main", None)), f"{script.name} has no main()"

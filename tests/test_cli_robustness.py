@@ -48,6 +48,7 @@ CASES = [
     ("rollover x._device.example.com --dir {dir}/nonexistent", 2),
     ("ssh-tlsa --pubkey {junk} --name a._user.example.com", 2),
     ("ssh-tlsa --pubkey {dir} --name a._user.example.com", 2),
+    ("smtp-proxy --listen bad --backend 127.0.0.1:25 --cert {junk} --key {junk} --allow .x", 2),
 ]
 
 

@@ -43,6 +43,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.ssh_demo import run_ssh
 
     good &= run_ssh(out) == 0
+    from dance.smtp_demo import run_smtp
+
+    good &= run_smtp(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

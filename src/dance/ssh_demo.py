@@ -52,7 +52,7 @@ def run_ssh(out: TextIO) -> int:
     from dance.dns import TLSAResolver, TrustAnchors
     from dance.testkit import Fault, Hierarchy, ServerThread
 
-    out.write("\ndance demo: SSH logins authorized by DNS names (AuthorizedKeysCommand)\n\n")
+    out.write("\ndance demo, part F: SSH logins authorized by DNS names\n\n")
     alice = _ssh_key(ed25519.Ed25519PrivateKey.generate())
     carol = _ssh_key(ec.generate_private_key(ec.SECP256R1()))
     bob = _ssh_key(ed25519.Ed25519PrivateKey.generate())

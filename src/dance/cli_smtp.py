@@ -1,0 +1,143 @@
+"""``dance smtp-proxy``: DANCE client authentication for SMTP relaying, in front of Postfix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from dance.cli import UsageError, add_dns_options, log_to_stderr, make_resolver, parse_hostport
+
+EXIT_OK = 0
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "smtp-proxy",
+        help="SMTP relay authentication: STARTTLS with dane_clientid, XCLIENT LOGIN to Postfix",
+        description=(
+            "Speak SMTP to sending MTAs, terminate STARTTLS with DANCE client authentication "
+            "(TLS 1.3, dane_clientid, DNSSEC-validated TLSA) and hand authenticated sessions to "
+            "BACKEND (Postfix on loopback) with XCLIENT LOGIN=<identity>, so that "
+            "permit_sasl_authenticated lets them relay. Refused clients never cause a backend "
+            "connection; the client's own XCLIENT/AUTH lines are never forwarded."
+        ),
+    )
+    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--backend", required=True, metavar="HOST:PORT", help="Postfix smtpd")
+    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
+    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        required=True,
+        metavar="NAME_OR_SUFFIX",
+        help="allowed client name (e.g. _smtp-client.mta1.example.com), or .suffix (repeatable)",
+    )
+    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
+    p.add_argument(
+        "--require-tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer MAIL before STARTTLS with 530 (default: on)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="with --no-require-tls: forward plaintext sessions without LOGIN (no relaying)",
+    )
+    p.add_argument(
+        "--san-fallback",
+        action="store_true",
+        help="clients without dane_clientid: use the single SAN dNSName as their name",
+    )
+    p.add_argument("--hostname", default="dance-smtp-proxy", help="name in the greeting/EHLO")
+    p.add_argument("--max-size", type=int, default=10 * 1024 * 1024, help="advertised SIZE")
+    p.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
+    p.add_argument("--verbose", "-v", action="store_true")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_smtp_proxy)
+
+
+def _codepoint(text: str) -> int:
+    from dance.tls import check_codepoint
+
+    try:
+        return check_codepoint(int(text, 0))
+    except ValueError as exc:
+        raise UsageError(f"bad --clientid-codepoint {text!r}: {exc}") from None
+
+
+def cmd_smtp_proxy(args: argparse.Namespace) -> int:
+    import ssl
+
+    from dance.auth import AllowList, Authenticator
+    from dance.smtp import SmtpProxyConfig, start_smtp_proxy
+    from dance.tls import BridgeError
+
+    listen = parse_hostport(args.listen, "--listen")
+    backend = parse_hostport(args.backend, "--backend")
+    if backend[1] == 0:
+        raise UsageError("--backend: port 0 is not a server port")
+    codepoint = _codepoint(args.clientid_codepoint)
+    if args.max_pending < 1:
+        raise UsageError("--max-pending must be at least 1")
+    try:
+        allow = AllowList.parse(args.allow)
+        config = SmtpProxyConfig(
+            backend,
+            hostname=args.hostname,
+            max_size=args.max_size,
+            require_tls=args.require_tls,
+            allow_unauthenticated=args.allow_unauthenticated,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.verbose:
+        log_to_stderr(logging.INFO)
+    resolver = make_resolver(args)
+
+    async def run() -> None:
+        async with resolver:
+            auth = Authenticator(resolver, allow=allow)
+            try:
+                proxy = await start_smtp_proxy(
+                    listen[0],
+                    listen[1],
+                    config=config,
+                    cert=args.cert,
+                    key=args.key,
+                    authenticator=auth,
+                    codepoint=codepoint,
+                    san_fallback=args.san_fallback,
+                    max_pending=args.max_pending,
+                )
+            except BridgeError as exc:
+                raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(f"cannot start: {exc}") from None
+            async with proxy:
+                where = f"{proxy.host}:{proxy.port}"
+                if args.json:
+                    out = {"listening": where, "backend": f"{backend[0]}:{backend[1]}"}
+                    print(json.dumps(out), flush=True)
+                else:
+                    print(
+                        f"dance smtp-proxy: listening on {where}, backend "
+                        f"{backend[0]}:{backend[1]}, require TLS: "
+                        f"{'yes' if config.require_tls else 'no'}",
+                        flush=True,
+                    )
+                try:
+                    await proxy.serve_forever()
+                finally:
+                    log.info("smtp-proxy stats: %s %s", proxy.stats, proxy.core.stats.snapshot())
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return EXIT_OK

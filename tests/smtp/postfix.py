@@ -1,0 +1,146 @@
+"""A private Postfix instance for the tests: its own config directory, queue and data directories,
+smtpd on a free loopback port, and a mail log file (no syslog needed).
+
+The instance trusts XCLIENT from 127.0.0.0/8, relays only for SASL-authenticated sessions
+(``permit_sasl_authenticated, reject_unauth_destination``), discards mail for ``relay.test`` and
+the local domain ``local.test``. ``smtpd_sasl_auth_enable = yes`` is needed for XCLIENT LOGIN to
+set ``sasl_username`` (Postfix honours LOGIN only when SASL is active; with Cyrus and no
+password database, no client can AUTH directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.servers import free_port
+
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+myhostname = backend.example.test
+mydomain = example.test
+myorigin = $myhostname
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mydestination = local.test
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+local_transport = discard:
+alias_maps =
+alias_database =
+transport_maps = inline:{{relay.test=discard:}}
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject_unauth_destination
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_sasl_auth_enable = yes
+maillog_file_prefixes = {d}
+maillog_file = {d}/maillog
+smtputf8_enable = no
+biff = no
+"""
+
+
+@dataclass
+class Postfix:
+    dir: Path
+    port: int
+    postfix: str
+
+    @property
+    def maillog(self) -> Path:
+        return self.dir / "maillog"
+
+    def log_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        """The mail log once it contains ``needle`` (postlogd writes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if needle in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
+
+def _ready(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.settimeout(2)
+            if s.recv(100).startswith(b"220"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def postfix_instance(postfix: str) -> Iterator[Postfix]:
+    """Start a private Postfix (root only: it chowns its directories to the postfix user)."""
+    d = Path(tempfile.mkdtemp(prefix="dance-postfix-"))
+    os.chmod(d, 0o755)
+    try:
+        for sub in ("conf", "queue", "data"):
+            (d / sub).mkdir()
+        shutil.chown(d / "data", user="postfix")
+        port = free_port()
+        (d / "conf" / "main.cf").write_text(MAIN_CF.format(d=d))
+        (d / "conf" / "master.cf").write_text(MASTER_CF.format(port=port))
+        conf = str(d / "conf")
+        started = subprocess.run(
+            [postfix, "-c", conf, "start"], capture_output=True, text=True, timeout=30
+        )
+        instance = Postfix(d, port, postfix)
+        try:
+            if started.returncode != 0 or not _ready(port, 10):
+                raise RuntimeError(
+                    f"postfix did not start ({started.returncode}): {started.stderr.strip()} "
+                    f"{instance.log_text()[-2000:]}"
+                )
+            yield instance
+        finally:
+            stopped = subprocess.run([postfix, "-c", conf, "stop"], capture_output=True, timeout=30)
+            pid_file = d / "queue" / "pid" / "master.pid"
+            if stopped.returncode != 0 and pid_file.exists():  # our master only, by its pid
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

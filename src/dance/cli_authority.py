@@ -5,6 +5,12 @@ dance authority init --zone-dir DIR --zone ZONE [--algorithm ecdsa-p256|ed25519]
                      [--denial nsec|nsec3] [--trust-anchor-out FILE]
 dance authority anchor --zone-dir DIR [--zone ZONE]
 dance authority tsig-key NAME --out FILE
+
+DNS over TLS with DANCE client authentication (secondaries named by ClientName, Example 9):
+dance authority ... --tls-listen HOST:PORT --tls-cert FILE --tls-key FILE
+                    --xfr-allow NAME_OR_.SUFFIX... [--query-allow ...] [--tls-allow ...]
+                    [--tls-san-fallback] [--clientid-codepoint N]
+                    [--xot-server HOST:PORT] [--xot-trust-anchor FILE]
 """
 
 from __future__ import annotations
@@ -120,6 +126,8 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
             allow_non_loopback=args.allow_non_loopback,
             update_policy=policy,
         )
+        if args.tls_listen:
+            authority.tls_config = _xot_config(args, authority, host, port)
     except AuthorityError as exc:
         raise UsageError(str(exc)) from None
     if not keys:
@@ -141,6 +149,12 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
             f"(UDP and TCP), {len(keys)} TSIG key(s)",
             flush=True,
         )
+        if authority.tls is not None:
+            print(
+                f"dance authority: DNS over TLS (DANCE client authentication) on "
+                f"{authority.tls.host} port {authority.tls.port}",
+                flush=True,
+            )
         try:
             await stop.wait()
         finally:
@@ -151,6 +165,55 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
     except AuthorityError as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _xot_config(args: argparse.Namespace, authority: Any, host: str, port: int) -> Any:
+    """The DNS-over-TLS options: the Authenticator's resolver is the authority itself unless
+    --xot-server names another (the secondaries' TLSA records may live in the served zones)."""
+    from dance.auth import AllowList, Authenticator
+    from dance.authority.xot import XoTConfig
+    from dance.cli import UsageError, parse_hostport
+    from dance.dns import ConfigurationError, TLSAResolver, TrustAnchors
+    from dance.tls.bridge import check_codepoint
+
+    tls_host, tls_port = parse_hostport(args.tls_listen, "--tls-listen")
+    if not args.tls_cert or not args.tls_key:
+        raise UsageError("--tls-listen needs --tls-cert FILE and --tls-key FILE")
+    if not args.xfr_allow and not args.query_allow and not args.tls_allow:
+        raise UsageError("--tls-listen needs --xfr-allow (or --query-allow / --tls-allow) names")
+    if args.xot_server:
+        server, recursion = parse_hostport(args.xot_server, "--xot-server"), True
+    else:
+        if port == 0:
+            raise UsageError("--tls-listen with --listen port 0 needs --xot-server HOST:PORT")
+        server, recursion = (host, port), False
+    try:
+        if args.xot_trust_anchor:
+            with open(args.xot_trust_anchor, encoding="utf-8") as handle:
+                anchors = TrustAnchors.from_text(handle.read())
+        else:
+            anchors = TrustAnchors.from_text(authority.trust_anchor())
+        xfr_allow = AllowList.parse(args.xfr_allow or ())
+        query_allow = AllowList.parse(args.query_allow) if args.query_allow else None
+        allow = args.tls_allow or [*(args.xfr_allow or ()), *(args.query_allow or ())]
+        resolver = TLSAResolver(server, anchors=anchors, recursion_desired=recursion)
+        authenticator = Authenticator(resolver, allow=allow)
+        codepoint = check_codepoint(args.clientid_codepoint)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.xot_trust_anchor}: {exc}") from None
+    except (ConfigurationError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return XoTConfig(
+        cert=args.tls_cert,
+        key=args.tls_key,
+        authenticator=authenticator,
+        xfr_allow=xfr_allow,
+        query_allow=query_allow,
+        san_fallback=args.tls_san_fallback,
+        codepoint=codepoint,
+        host=tls_host,
+        port=tls_port,
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -239,6 +302,62 @@ def _common(p: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
+def _codepoint(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad codepoint {text!r}") from None
+
+
+def _xot_options(p: argparse.ArgumentParser) -> None:
+    from dance.tls.bridge import DEFAULT_CODEPOINT
+
+    g = p.add_argument_group("DNS over TLS, clients authenticated by DANCE (XoT, Example 9)")
+    g.add_argument("--tls-listen", metavar="HOST:PORT", help="also serve DNS over TLS here")
+    g.add_argument("--tls-cert", metavar="FILE", help="the server certificate (PEM chain)")
+    g.add_argument("--tls-key", metavar="FILE", help="its private key")
+    g.add_argument(
+        "--xfr-allow",
+        action="append",
+        metavar="NAME_OR_.SUFFIX",
+        help="client names allowed AXFR over TLS without TSIG (repeatable)",
+    )
+    g.add_argument(
+        "--query-allow",
+        action="append",
+        metavar="NAME_OR_.SUFFIX",
+        help="client names whose queries are answered (default: every authenticated client)",
+    )
+    g.add_argument(
+        "--tls-allow",
+        action="append",
+        metavar="NAME_OR_.SUFFIX",
+        help="the Authenticator's allow-list (default: the --xfr-allow and --query-allow names)",
+    )
+    g.add_argument(
+        "--tls-san-fallback",
+        action="store_true",
+        help="accept clients without dane_clientid by their single SAN dNSName (e.g. kdig)",
+    )
+    g.add_argument(
+        "--clientid-codepoint",
+        type=_codepoint,
+        default=DEFAULT_CODEPOINT,
+        metavar="N",
+        help=f"dane_clientid extension codepoint (default {DEFAULT_CODEPOINT:#x})",
+    )
+    g.add_argument(
+        "--xot-server",
+        metavar="HOST:PORT",
+        help="resolver for the clients' TLSA records (default: this authority's --listen)",
+    )
+    g.add_argument(
+        "--xot-trust-anchor",
+        metavar="FILE",
+        help="DS/DNSKEY lines for that resolver (default: the served zones' own anchors)",
+    )
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("authority", help=_SERVE_HELP, description=_SERVE_HELP)
     _common(p, required=False)
@@ -279,6 +398,7 @@ def register(subparsers: Any) -> None:
         metavar="KEY=NAME[,NAME]",
         help="names (and below) that TSIG key KEY may change (default: the whole zone)",
     )
+    _xot_options(p)
     p.set_defaults(func=cmd_serve)
     sub = p.add_subparsers(dest="authority_command", metavar="{init,anchor,tsig-key}")
 

@@ -10,6 +10,7 @@ change atomically, and serves AXFR with TSIG to secondaries. See docs/authority.
 from dance.authority.errors import AuthorityError
 from dance.authority.server import Authority, Limits
 from dance.authority.store import ALGORITHMS, KeyPolicy, ZoneDir, trust_anchor_text
+from dance.authority.xot import XoTConfig
 from dance.tsig import (
     TSIGError,
     TSIGKey,
@@ -29,6 +30,7 @@ __all__ = [
     "Limits",
     "TSIGError",
     "TSIGKey",
+    "XoTConfig",
     "ZoneDir",
     "generate_tsig_key",
     "keyring",

@@ -17,6 +17,7 @@ import fcntl
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 import dns.exception
 import dns.flags
@@ -56,6 +57,9 @@ from dance.authority.update import UpdatePolicy, apply_update, check_policy
 from dance.testkit.zones import Zone, ZoneKeys
 from dance.testkit.zoneset import ZoneSet
 from dance.tsig import TSIGKey, keyring
+
+if TYPE_CHECKING:
+    from dance.authority.xot import XoTConfig, XoTListener
 
 __all__ = ["Authority", "Limits"]
 
@@ -171,8 +175,11 @@ class Authority:
         validity: int = DEFAULT_VALIDITY,
         allow_non_loopback: bool = False,
         update_policy: UpdatePolicy | None = None,
+        tls: XoTConfig | None = None,
     ) -> None:
         self.store = ZoneDir(zone_dir)
+        self.tls_config = tls
+        self.tls: XoTListener | None = None
         self.update_policy = update_policy
         self.limits = limits or Limits()
         self.allow_non_loopback = allow_non_loopback
@@ -235,6 +242,13 @@ class Authority:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """The DNS-over-TLS listener's address (when ``tls`` was given)."""
+        if self.tls is None:
+            raise AuthorityError("no-tls", "the authority has no DNS-over-TLS listener")
+        return (self.tls.host, self.tls.port)
 
     @property
     def origins(self) -> list[Name]:
@@ -308,11 +322,28 @@ class Authority:
                 continue
             self._udp, self._tcp = udp, tcp
             self.host, self.port = host, bound
+            if self.tls_config is not None:
+                await self._start_tls(host)
             self._spawn(self._refresh_loop())
             log.info("authority listening on %s port %d (UDP and TCP)", host, bound)
             return
         self._unlock_zone_dir()
         raise AuthorityError("bind", f"cannot listen on {host} port {port}: {last}")
+
+    async def _start_tls(self, host: str) -> None:
+        from dance.authority.xot import XoTListener
+
+        assert self.tls_config is not None
+        listener = XoTListener(self, self.tls_config)
+        try:
+            await listener.start(host)
+        except AuthorityError:
+            await self.stop_async()
+            raise
+        except (OSError, ValueError) as exc:
+            await self.stop_async()
+            raise AuthorityError("bind", f"cannot start the DNS-over-TLS listener: {exc}") from None
+        self.tls = listener
 
     def _lock_zone_dir(self) -> None:
         """One serving authority per zone directory (both would write the master files)."""
@@ -338,6 +369,8 @@ class Authority:
             self._udp = None
         if self._tcp is not None:
             self._tcp.close()
+        if self.tls is not None:
+            self.tls.close()
         for writer in list(self._writers):
             writer.close()
         tasks = list(self._tasks)
@@ -349,6 +382,10 @@ class Authority:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._tcp.wait_closed(), 2.0)
             self._tcp = None
+        if self.tls is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.tls.wait_closed(), 2.0)
+            self.tls = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -502,7 +539,10 @@ class Authority:
             self._pending_updates -= 1
 
     async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: XoTListener | None = None,
     ) -> None:
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if peer else "?"
@@ -519,6 +559,12 @@ class Authority:
         self._writers.add(writer)
         self._per_client[client] = self._per_client.get(client, 0) + 1
         try:
+            access = None
+            if tls is not None:  # DANCE decides before any DNS message is read
+                async with asyncio.timeout(tls.config.lookup_timeout + 1.0):
+                    access = await tls.access(writer)
+                if access is None:
+                    return
             while True:
                 async with asyncio.timeout(self.limits.tcp_idle_timeout):
                     header = await reader.readexactly(2)
@@ -534,8 +580,11 @@ class Authority:
                     replies = [reply] if reply is not None else None
                 elif len(data) >= 12 and (data[2] >> 3) & 0xF == dns.opcode.UPDATE:
                     replies = await self._handle_update_async(data)
+                elif access is not None and not access.query:
+                    reply = self._refused_for(data)
+                    replies = [reply] if reply is not None else None
                 else:
-                    replies = self.handle(data, "tcp")
+                    replies = self.handle(data, "tcp", xfr=access is not None and access.transfer)
                 for reply in replies or ():
                     writer.write(len(reply).to_bytes(2, "big") + reply)
                     await writer.drain()
@@ -543,6 +592,8 @@ class Authority:
             pass
         except asyncio.CancelledError:
             pass
+        except ssl.SSLError as exc:
+            log.debug("TLS connection ended: %r", exc)
         except Exception:
             log.exception("TCP connection failed")
         finally:
@@ -560,17 +611,20 @@ class Authority:
 
     # ------------------------------------------------------------- dispatch
 
-    def handle(self, wire: bytes, transport: str = "udp") -> list[bytes] | None:
+    def handle(
+        self, wire: bytes, transport: str = "udp", *, xfr: bool = False
+    ) -> list[bytes] | None:
         """Answer one wire message: the reply messages (several for AXFR), or None to drop.
 
-        Never raises: unexpected failures are logged and answered SERVFAIL (or dropped)."""
+        ``xfr`` allows unsigned zone transfers (a DANCE-authenticated DNS-over-TLS client in
+        ``xfr_allow``). Never raises: unexpected failures are logged and dropped."""
         try:
-            return self._handle(wire, transport)
+            return self._handle(wire, transport, xfr)
         except Exception:
             log.exception("failed to handle a message")
             return None
 
-    def _handle(self, wire: bytes, transport: str) -> list[bytes] | None:
+    def _handle(self, wire: bytes, transport: str, xfr: bool = False) -> list[bytes] | None:
         if len(wire) < 12 or wire[2] & 0x80:
             self.stats.dropped += 1
             return None  # no header, or a response: never answer
@@ -594,7 +648,7 @@ class Authority:
         if message is not None and len(message.question) == 1:
             qtype = message.question[0].rdtype
             if qtype in (RdataType.AXFR, RdataType.IXFR):
-                return self._transfer(message, signed, transport)
+                return self._transfer(message, signed, transport, xfr)
         if message is not None and signed:
             response = self.zoneset.respond(message, transport=transport)  # type: ignore[arg-type]
             limit = 65535
@@ -795,15 +849,16 @@ class Authority:
     # ------------------------------------------------------------ transfers
 
     def _transfer(
-        self, query: dns.message.Message, signed: bool, transport: str
+        self, query: dns.message.Message, signed: bool, transport: str, xfr: bool = False
     ) -> list[bytes] | None:
-        """AXFR over TCP with TSIG (IXFR is answered with a full transfer, RFC 1995 4)."""
+        """AXFR over TCP with TSIG, or over DANCE-authenticated TLS for ``xfr`` clients (IXFR
+        is answered with a full transfer, RFC 1995 4)."""
         qname = query.question[0].name
         state = self._zones.get(qname)
-        if transport != "tcp" or not signed or state is None:
+        if transport != "tcp" or not (signed or xfr) or state is None:
             response = self._sign_like(query, dns.message.make_response(query))
             response.set_rcode(dns.rcode.REFUSED if transport == "tcp" else dns.rcode.FORMERR)
-            if not signed:
+            if not (signed or xfr):
                 log.warning("unsigned zone transfer of %s refused (TSIG required)", qname)
             return [response.to_wire()]
         self.stats.transfers += 1
@@ -838,6 +893,10 @@ class Authority:
                 response.question = []
             response.flags |= dns.flags.AA
             response.answer = batch
+            if not signed:  # DANCE-authenticated TLS: no TSIG
+                messages.append(response.to_wire(max_size=65535))
+                batch, size = [], 0
+                return
             assert query.keyring is not None
             response.use_tsig(
                 query.keyring,
@@ -856,5 +915,10 @@ class Authority:
             batch.append(rrset)
             size += length
         flush(not messages)
-        log.info("AXFR of %s to key %s: %d messages", qname, query.keyname, len(messages))
+        log.info(
+            "AXFR of %s to %s: %d messages",
+            qname,
+            f"key {query.keyname}" if signed else "a DANCE-authenticated TLS client",
+            len(messages),
+        )
         return messages

@@ -1,14 +1,19 @@
 # dance: `make test` (lint, types, whole suite) and `make demo` (the main job on the embedded default).
+# Development and CI install the exact versions in requirements/dev.lock (hashes checked);
+# `make lock` regenerates it from pyproject.toml; `make test-latest` runs the suite on the newest
+# versions pyproject.toml allows, in a separate venv, to find breakage before users do.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/dev.lock
+PIP    := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip
 
-.PHONY: test demo lint types unit bench clean venv
+.PHONY: test demo lint types unit bench clean venv lock test-latest wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@if [ ! -x $(BIN)/python ]; then \
 	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	    rm -rf $(VENV); \
@@ -19,9 +24,31 @@ $(STAMP): pyproject.toml
 	      echo "error: python3 -m venv failed; install python3-venv (apt-get install python3-venv)" >&2; exit 2; \
 	    fi; }; \
 	fi
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) install -q --require-hashes -r $(LOCK)
+	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml (newest versions the ranges allow, with hashes).
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+	  --python-version 3.11 -o $(LOCK) -q
+	@echo "wrote $(LOCK); run 'make test' to try it"
+
+# The suite on the newest allowed versions, without touching .venv or the lock.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q --upgrade -e '.[dev]'
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	@echo "installed: $$(grep -Ei '^(cryptography|dnspython|idna)==' .venv-latest/versions.txt | tr '\n' ' ')"
+	.venv-latest/bin/ruff check src tests bench
+	.venv-latest/bin/mypy
+	.venv-latest/bin/pytest
+
+# A wheel and an sdist in dist/.
+wheel: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -49,4 +76,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_ssh.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -5,6 +5,7 @@ TLSA records. The pure core (`dance.names`, `dance.tlsa`, `dance.identity`) deci
 around it fetch and deliver.
 """
 
+import dance._warnings  # noqa: F401  (first: silences dnspython's DSA import warning)
 from dance.credentials import CertificateChain, CredentialError, RawPublicKey
 from dance.identity import Identity, Reason, Rejection, Result
 from dance.names import ClientName, InvalidName, NameFormat, parse_client_name

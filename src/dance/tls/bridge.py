@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
+import os
 import ssl
 import threading
 import weakref
@@ -121,13 +122,19 @@ def decode_client_name(data: bytes) -> bytes:
 # -- locating libssl --------------------------------------------------------------------------
 
 
-def _libssl_path() -> str:
+def _libssl_mapped() -> str:
+    """The soname of the libssl that ``_ssl`` has mapped into this process.
+
+    The path in ``/proc/self/maps`` may end in ``(deleted)`` when a package upgrade replaced the
+    file while this process runs; the library is then opened by soname with ``RTLD_NOLOAD``, which
+    returns the copy already loaded and never a new one from disk.
+    """
     try:
-        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
-                path = line.split()[-1]
-                if "/libssl.so.3" in path:
-                    return path
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) == 6 and "/libssl.so.3" in fields[5]:
+                    return "libssl.so.3"
     except OSError as exc:
         raise BridgeError(f"cannot read /proc/self/maps: {exc}") from None
     raise BridgeError("Python's ssl module does not link libssl.so.3 dynamically")
@@ -135,7 +142,10 @@ def _libssl_path() -> str:
 
 def load_libssl() -> ctypes.CDLL:
     """The libssl shared by ``_ssl``, after checking that its version is the one ``ssl`` reports."""
-    lib = ctypes.CDLL(_libssl_path())
+    try:
+        lib = ctypes.CDLL(_libssl_mapped(), mode=os.RTLD_NOLOAD)
+    except OSError as exc:
+        raise BridgeError(f"cannot open the libssl of the ssl module: {exc}") from None
     lib.OpenSSL_version.restype = ctypes.c_char_p
     lib.OpenSSL_version.argtypes = [ctypes.c_int]
     version = lib.OpenSSL_version(0)

@@ -119,6 +119,46 @@ def parse_hostport(text: str, what: str = "--listen") -> tuple[str, int]:
     return host, int(port)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number of seconds (or days) above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def ttl_int(text: str) -> int:
+    """An argparse type: a DNS TTL, 0 to 2^31-1 seconds (RFC 2181 section 8)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"a TTL is 0 to 2147483647 seconds: {text!r}")
+    return value
+
+
+def record_owner_arg(text: str) -> str:
+    """A TLSA owner name: a ClientName, or a wildcard ``*.`` above one (a CA's DANE-TA record)."""
+    if text.startswith("*."):
+        return "*." + client_name_arg(text[2:])
+    return client_name_arg(text)
+
+
 def client_name_arg(text: str) -> str:
     try:
         return parse_client_name(text).text
@@ -169,7 +209,7 @@ def cmd_tlsa(args: argparse.Namespace) -> int:
     if usage > 3 or selector > 1 or mtype > 2:
         raise UsageError("only usages 0-3, selectors 0-1 and matching types 0-2 can be generated")
     source: x509.Certificate | bytes
-    owner: str | None = client_name_arg(args.name) if args.name else None
+    owner: str | None = record_owner_arg(args.name) if args.name else None
     if args.cert:
         try:
             certs = load_certificates(_read(args.cert))
@@ -328,8 +368,8 @@ def add_dns_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust the resolver's AD bit (only loopback or authenticated DoT)",
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="per-query timeout (s)")
-    p.add_argument("--deadline", type=float, default=5.0, help="overall deadline (s)")
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="per-query timeout (s)")
+    p.add_argument("--deadline", type=positive_float, default=5.0, help="overall deadline (s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -420,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--usage", default="3", help="0-3 or PKIX-TA/PKIX-EE/DANE-TA/DANE-EE")
     p.add_argument("--selector", default="1", help="0 (Cert) or 1 (SPKI)")
     p.add_argument("--mtype", default="1", help="0 (Full), 1 (SHA2-256), 2 (SHA2-512)")
-    p.add_argument("--ttl", type=int, help="TTL in seconds for the zone-file line")
+    p.add_argument("--ttl", type=ttl_int, help="TTL in seconds for the zone-file line")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_tlsa)
 

@@ -12,7 +12,7 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from dance.cli import UsageError, add_dns_options, client_name_arg, load_chain, make_resolver
 
@@ -49,6 +49,18 @@ def _load_key(path: str) -> Any:
         raise UsageError(f"{path}: {exc.detail or exc.reason.value}") from None
 
 
+def _summary_stream(args: argparse.Namespace) -> TextIO:
+    """Where verdicts go: stderr while the payload itself goes to stdout, else stdout.
+
+    ``verified:`` and ``refused:`` always go to the same stream, so a script that reads one
+    reads both; with --json the document is on stdout either way.
+    """
+    if args.json:
+        return sys.stdout
+    payload_on_stdout = getattr(args, "output", None) in (None, "-")
+    return sys.stderr if payload_on_stdout else sys.stdout
+
+
 def _refused(exc: Any, args: argparse.Namespace) -> int:
     from dance.message import MissingExtra
 
@@ -57,7 +69,7 @@ def _refused(exc: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(exc.to_dict()))
     else:
-        print(f"refused: {exc.reason.value}")
+        print(f"refused: {exc.reason.value}", file=_summary_stream(args))
         if getattr(args, "verbose", False) and exc.detail:
             print(f"  {exc.detail}", file=sys.stderr)
     return EXIT_NEGATIVE
@@ -120,7 +132,7 @@ def cmd_verify_message(args: argparse.Namespace) -> int:
         result = asyncio.run(go())
     except MessageError as exc:
         return _refused(exc, args)
-    summary = sys.stderr if args.output in (None, "-") and not args.json else sys.stdout
+    summary = _summary_stream(args)
     if args.json:
         doc = result.to_dict()
         if args.output is None:

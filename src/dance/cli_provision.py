@@ -25,7 +25,14 @@ from typing import Any
 from cryptography import x509
 
 from dance import certs
-from dance.cli import UsageError, _parse_server, client_name_arg
+from dance.cli import (
+    UsageError,
+    _parse_server,
+    client_name_arg,
+    positive_float,
+    positive_int,
+    ttl_int,
+)
 from dance.provision.identity import IdentityError
 
 __all__ = ["register"]
@@ -86,15 +93,17 @@ def _add_server_options(p: argparse.ArgumentParser, *, zone_file: bool = True) -
     g.add_argument("--zone", metavar="ZONE", help="the zone to update")
     g.add_argument("--tsig-key-file", metavar="FILE", help="TSIG key (else $DANCE_TSIG_KEY)")
     g.add_argument("--tsig-key-name", metavar="NAME", help="which key of the file to use")
-    g.add_argument("--ttl", type=int, default=300, help="record TTL (default 300 s)")
-    g.add_argument("--timeout", type=float, default=10.0, help="update timeout (s)")
+    g.add_argument("--ttl", type=ttl_int, default=300, help="record TTL (default 300 s)")
+    g.add_argument("--timeout", type=positive_float, default=10.0, help="update timeout (s)")
     if zone_file:
         g.add_argument(
             "--zone-file", action="store_true", help="print the RRs instead of sending an update"
         )
     w = p.add_argument_group("waiting for validated visibility")
     w.add_argument("--wait", action="store_true", help="poll a DNSSEC-validated lookup")
-    w.add_argument("--deadline", type=float, default=60.0, help="give up waiting after S s")
+    w.add_argument(
+        "--deadline", type=positive_float, default=60.0, help="give up waiting after S s"
+    )
     w.add_argument("--trust-anchor", metavar="FILE", help="DS/DNSKEY lines for the lookup")
     w.add_argument(
         "--lookup-server", metavar="HOST:PORT", help="server for the lookup (default --server)"
@@ -683,8 +692,8 @@ def register(sub: Any) -> None:
     q.add_argument("--csr", action="store_true", help="write a CSR instead of a certificate")
     q.add_argument("--out-dir", default=".", metavar="DIR", help="where to write (default .)")
     q.add_argument("--force", action="store_true", help="overwrite existing files")
-    q.add_argument("--days", type=float, default=365, help="certificate validity (days)")
-    q.add_argument("--ttl", type=int, default=300, help="TTL for the printed record")
+    q.add_argument("--days", type=positive_float, default=365, help="certificate validity (days)")
+    q.add_argument("--ttl", type=ttl_int, default=300, help="TTL for the printed record")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_identity_new)
     q = isub.add_parser("show", help="what a key/cert/CSR file is and which records it needs")
@@ -700,9 +709,9 @@ def register(sub: Any) -> None:
     q.add_argument("--domain", required=True, help="the organization / user domain D")
     _key_type_option(q)
     q.add_argument("--out-dir", default=".", metavar="DIR")
-    q.add_argument("--days", type=float, default=3650, help="CA validity (days)")
+    q.add_argument("--days", type=positive_float, default=3650, help="CA validity (days)")
     q.add_argument("--force", action="store_true", help="overwrite existing files")
-    q.add_argument("--ttl", type=int, default=300, help="TTL for the printed record")
+    q.add_argument("--ttl", type=ttl_int, default=300, help="TTL for the printed record")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_ca_new)
     q = csub.add_parser("issue", help="issue a device or user certificate")
@@ -717,7 +726,7 @@ def register(sub: Any) -> None:
     q.add_argument("--domain", help="user domain (default: from --name _user.D or the CA)")
     _key_type_option(q)
     q.add_argument("--out-dir", default=".", metavar="DIR")
-    q.add_argument("--days", type=float, default=365, help="certificate validity (days)")
+    q.add_argument("--days", type=positive_float, default=365, help="certificate validity (days)")
     q.add_argument("--force", action="store_true", help="overwrite existing files")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_ca_issue)
@@ -758,10 +767,12 @@ def register(sub: Any) -> None:
     q.add_argument("--domain", required=True, help="organization domain D")
     q.add_argument("--out-dir", default=".", metavar="DIR")
     _key_type_option(q)
-    q.add_argument("--depth", type=int, default=2, help="tree levels (default 2)")
-    q.add_argument("--width", type=int, default=1, help="hex digits per level (default 1)")
-    q.add_argument("--workers", type=int, help="processes (default: CPU count)")
-    q.add_argument("--batch", type=int, default=400, help="records per UPDATE (default 400)")
+    q.add_argument("--depth", type=positive_int, default=2, help="tree levels (default 2)")
+    q.add_argument("--width", type=positive_int, default=1, help="hex digits per level (default 1)")
+    q.add_argument("--workers", type=positive_int, help="processes (default: CPU count)")
+    q.add_argument(
+        "--batch", type=positive_int, default=400, help="records per UPDATE (default 400)"
+    )
     q.add_argument(
         "--per-shard-zones", action="store_true", help="each shard is its own delegated zone"
     )

@@ -20,14 +20,17 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 
 from dance.cli import (
     StderrHandler,
     UsageError,
+    _Parser,
     add_dns_options,
     client_name_arg,
     make_resolver,
+    ttl_int,
 )
 
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -36,21 +39,43 @@ log = logging.getLogger("dance.ssh")
 _handlers: list[logging.Handler] = []
 
 
+SYSLOG_SOCKET = "/dev/log"
+
+
+def _syslog_reachable(path: str) -> bool:
+    """Whether a syslog daemon listens at ``path`` (SysLogHandler only finds out when it logs)."""
+    import socket
+
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        probe = socket.socket(socket.AF_UNIX, kind)
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    return False
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     root = logging.getLogger("dance")
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handler: logging.Handler
-    if args.syslog:
-        try:
-            handler = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTH
-            )
-            handler.setFormatter(logging.Formatter("dance-ssh[%(process)d]: %(message)s"))
-        except OSError:
-            handler = StderrHandler()
+    if args.syslog and _syslog_reachable(SYSLOG_SOCKET):
+        handler = logging.handlers.SysLogHandler(
+            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_AUTH
+        )
+        handler.setFormatter(logging.Formatter("dance-ssh[%(process)d]: %(message)s"))
     else:
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("dance ssh-keys-command: %(message)s"))
+        if args.syslog:
+            print(
+                f"dance ssh-keys-command: syslog is not reachable at {SYSLOG_SOCKET}; "
+                "logging to stderr",
+                file=sys.stderr,
+            )
     for old in _handlers:  # one handler, even when main() runs several times in a process
         root.removeHandler(old)
     _handlers[:] = [handler]
@@ -155,14 +180,14 @@ def cmd_ssh_tlsa(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "ssh-keys-command",
-        help="OpenSSH AuthorizedKeysCommand: authorize an offered key through DANCE",
-        description="For sshd_config 'AuthorizedKeysCommand /path/to/wrapper %u %t %k'. "
-        "Prints 'TYPE BASE64 dance:NAME' when the key matches the TLSA record (3 1 x) of one "
-        "of the account's authorized names, nothing otherwise.",
-    )
+KEYS_DESCRIPTION = (
+    "For sshd_config 'AuthorizedKeysCommand /path/to/dance-ssh-keys [OPTIONS] %u %t %k'. "
+    "Prints 'TYPE BASE64 dance:NAME' when the key matches the TLSA record (3 1 x) of one "
+    "of the account's authorized names, nothing otherwise."
+)
+
+
+def _keys_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", help="the local account (%%u)")
     p.add_argument("keytype", help="the offered key's type (%%t)")
     p.add_argument("keyblob", help="the offered key, base64 (%%k)")
@@ -187,12 +212,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             action.help = argparse.SUPPRESS
     p.set_defaults(func=cmd_keys_command)
 
+
+def keys_main(argv: list[str] | None = None) -> int:
+    """The ``dance-ssh-keys`` command: ``dance ssh-keys-command`` on its own, for sshd's
+    ``AuthorizedKeysCommand`` (options may stand in sshd_config before ``%u %t %k``)."""
+    parser = _Parser(prog="dance-ssh-keys", description=KEYS_DESCRIPTION)
+    _keys_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_keys_command(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ssh-keys-command",
+        help="OpenSSH AuthorizedKeysCommand: authorize an offered key through DANCE",
+        description=KEYS_DESCRIPTION,
+    )
+    _keys_arguments(p)
+
     p = sub.add_parser("ssh-tlsa", help="print the TLSA record (3 1 x) to publish for an SSH key")
     p.add_argument("--pubkey", required=True, metavar="FILE", help="OpenSSH public key (.pub)")
     p.add_argument("--name", required=True, help="the owner name (ClientName) to publish at")
     p.add_argument(
         "--mtype", choices=("0", "1", "2"), default="1", help="0 Full, 1 SHA2-256, 2 SHA2-512"
     )
-    p.add_argument("--ttl", type=int, help="TTL in seconds for the zone-file line")
+    p.add_argument("--ttl", type=ttl_int, help="TTL in seconds for the zone-file line")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ssh_tlsa)

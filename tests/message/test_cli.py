@@ -110,8 +110,16 @@ def test_verify_refused_exit_1(files: dict[str, str], capsys: pytest.CaptureFixt
     rc = main(["verify-message", "--allow", SENSOR, "--in", token, "--json", *dns(files)])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 1 and doc["reason"] == MessageReason.KEY_NOT_PUBLISHED.value
+    # the payload would go to stdout: the verdict goes to stderr, as "verified:" does
     rc = main(["verify-message", "--allow", "other.example.test", "--in", token, *dns(files)])
-    assert rc == 1 and "refused: not-allowed" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert rc == 1 and "refused: not-allowed" in err and out == ""
+    # the payload goes to a file: both verdicts go to stdout
+    payload_out = f"{files['dir']}/payload.out"
+    args = ["verify-message", "--in", token, "--out", payload_out, *dns(files)]
+    rc = main([*args, "--allow", "other.example.test"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out.startswith("refused: not-allowed") and err == ""
 
 
 def test_usage_errors_exit_2(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,7 +163,7 @@ def test_encrypt_to_ed25519_identity_refused(
     files: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc = main(["encrypt", "--to", ED_ID.name, "--in", files["payload"], *dns(files)])
-    assert rc == 1 and "key-not-published" in capsys.readouterr().out
+    assert rc == 1 and "key-not-published" in capsys.readouterr().err  # stdout: data only
 
 
 def test_stdin_stdout_pipeline(files: dict[str, str]) -> None:
@@ -180,4 +188,4 @@ def test_stdin_stdout_pipeline(files: dict[str, str]) -> None:
         input=tampered,
         capture_output=True,
     )
-    assert refused.returncode == 1 and b"bad-signature" in refused.stdout
+    assert refused.returncode == 1 and b"bad-signature" in refused.stderr and not refused.stdout

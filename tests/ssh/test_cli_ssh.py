@@ -166,3 +166,20 @@ def test_ssh_tlsa_errors(
     rc, out, err = run(capsys, ["ssh-tlsa", "--pubkey", str(pub), "--name", name])
     assert (rc, out) == (2, "")
     assert fragment in err and "Traceback" not in err
+
+
+def test_syslog_unreachable_falls_back_to_stderr_in_one_line(
+    setup: tuple[World, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    world, opts = setup
+    monkeypatch.setattr("dance.cli_ssh.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
+    keytype, blob = ssh_pub(world.keys["alice"])
+    rc, out, err = run(capsys, ["ssh-keys-command", "root", keytype, blob, "--syslog", *opts])
+    assert rc == 0
+    assert out == f"{keytype} {blob} dance:{ALICE}\n"  # the decision is unchanged
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count("syslog is not reachable") == 1
+    assert "accepted" in err  # the decision was logged on stderr instead

@@ -102,11 +102,15 @@ def sshd(world: World) -> Iterator[Sshd]:
         names.write_text(f"root: {ALICE}, {CAROL}\n")
         names.chmod(0o644)
         wrapper = d / "dance-ssh-keys"
+        # what the dance-ssh-keys console script does, with the options in sshd_config
         wrapper.write_text(
-            "#!/bin/sh\n"
-            f"PYTHONPATH={SRC} PYTHONDONTWRITEBYTECODE=1 exec {sys.executable} -m dance.cli "
-            f'ssh-keys-command "$@" --names-file {names} '
-            f"--server {world.dns[0]}:{world.dns[1]} --trust-anchor {d / 'anchor.txt'}\n"
+            f"#!{sys.executable} -B\n"
+            f"import sys\nsys.path.insert(0, {str(SRC)!r})\n"
+            "from dance.cli_ssh import keys_main\nsys.exit(keys_main())\n"
+        )
+        options = (
+            f"--names-file {names} --server {world.dns[0]}:{world.dns[1]} "
+            f"--trust-anchor {d / 'anchor.txt'}"
         )
         wrapper.chmod(0o755)
         port = free_port()
@@ -119,7 +123,7 @@ def sshd(world: World) -> Iterator[Sshd]:
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
             f"PidFile {d / 'sshd.pid'}\n"
             "AuthorizedKeysFile none\n"
-            f"AuthorizedKeysCommand {wrapper} %u %t %k\n"
+            f"AuthorizedKeysCommand {wrapper} {options} %u %t %k\n"
             f"AuthorizedKeysCommandUser {command_user}\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"

@@ -44,7 +44,7 @@ def run_messages(out: TextIO, now: datetime.datetime | None = None) -> int:
 
     missing = [m for m in ("joserfc", "cbor2") if importlib.util.find_spec(m) is None]
     if missing:
-        out.write(f"\nmessages demo skipped: install dance[messages] ({', '.join(missing)})\n")
+        out.write(f"\nmessages demo skipped: install dance-dane[messages] ({', '.join(missing)})\n")
         return 0
     now = now or datetime.datetime.now(datetime.UTC)
     posix = int(now.timestamp())

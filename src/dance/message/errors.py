@@ -54,11 +54,11 @@ class MessageError(Exception):
 
 
 class MissingExtra(MessageError):
-    """An optional dependency of dance.message is missing: install ``dance[messages]``."""
+    """An optional dependency of dance.message is missing: install ``dance-dane[messages]``."""
 
     def __init__(self, module: str) -> None:
         super().__init__(
             MessageReason.MISSING_EXTRA,
-            f"the Python module {module!r} is needed: pip install 'dance[messages]'",
+            f"the Python module {module!r} is needed: pip install 'dance-dane[messages]'",
         )
         self.module = module

@@ -148,3 +148,39 @@ def test_mutated_certificate_never_accepted_by_other_record(pos: int, value: int
     c256 = "483f8f6a69c9a2c6c65fc9ffa7110766f4a6e611f56210ea94dea001a5741ccc"
     result = verify("sensor7._device.example.com", chain, [f"3 0 1 {c256}"], now=NOW)
     assert not result.accepted
+
+
+def test_verify_accepts_dnspython_tlsa_rdata() -> None:
+    """What dns.resolver returns (an RRset of TLSA rdata) can be passed to verify() as it is."""
+    import datetime
+
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from dance import RawPublicKey, Reason, make_record, verify
+
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    from cryptography.hazmat.primitives import serialization
+
+    def raw() -> RawPublicKey:
+        pub = ed25519.Ed25519PrivateKey.generate().public_key()
+        return RawPublicKey.from_spki(
+            pub.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+    key, other = raw(), raw()
+    record = make_record(key.spki, 3, 1, 1)
+    rrset = dns.rrset.from_text(
+        "a._device.example.com.", 300, dns.rdataclass.IN, dns.rdatatype.TLSA, record.to_text()
+    )
+    result = verify("a._device.example.com", key, rrset, now=now)
+    assert result.accepted, result
+    refused = verify("a._device.example.com", other, rrset, now=now)
+    assert not refused.accepted and refused.reason is Reason.NO_MATCH
+    # an rdata of another type is not read as TLSA
+    a = dns.rrset.from_text("x.", 300, "IN", "A", "192.0.2.1")
+    assert verify("a._device.example.com", key, a, now=now).reason is Reason.NO_USABLE_RECORDS

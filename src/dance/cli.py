@@ -25,7 +25,7 @@ from dance.credentials import (
     load_certificates,
     load_public_key,
 )
-from dance.identity import Identity, Result
+from dance.identity import Identity, Rejection, Result
 from dance.names import InvalidName, parse_client_name
 from dance.tlsa import MalformedRecord, TLSARecord, make_record, verify
 from dance.tlsa.record import parse_field
@@ -317,6 +317,36 @@ def _parse_server(text: str | None, default_port: int = 53) -> tuple[str, int]:
     return host, int(port)
 
 
+def lookup_hint(outcome: str, reason: str, args: argparse.Namespace) -> str | None:
+    """What to do about a lookup that could not decide, in one sentence (None: nothing to add)."""
+    server = getattr(args, "server", None) or "127.0.0.1"
+    anchored = bool(getattr(args, "trust_anchor", None))
+    if reason == "network-error":
+        return (
+            f"no DNS server answered at {server} (connection refused or unreachable): "
+            "is it running, and is --server right?"
+        )
+    if reason == "timeout":
+        return (
+            f"{server} did not answer within {getattr(args, 'timeout', '?')} s: is a DNS server "
+            "listening there (--server), or does it need a longer --timeout?"
+        )
+    if reason == "refused" and not anchored:
+        return (
+            f"{server} refused a query: without --trust-anchor dance validates from the root, "
+            "which an authoritative server for your zone does not serve; give --trust-anchor FILE "
+            "(the DS/DNSKEY of your zone, e.g. from 'dance authority init --trust-anchor-out'), "
+            "or use a validating resolver"
+        )
+    if reason == "refused":
+        return f"{server} refused the query: does it serve this zone (or recurse for you)?"
+    if reason == "servfail":
+        return f"{server} answered SERVFAIL (a validating resolver says so for bogus data)"
+    if outcome == "insecure" and reason == "no-trust-anchor":
+        return "the name is under none of the trust anchors: check --trust-anchor"
+    return None
+
+
 def make_resolver(args: argparse.Namespace) -> TLSAResolver:
     from dance.dns import AnchorError, ConfigurationError, TLSAResolver, TrustAnchors
 
@@ -386,6 +416,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             return await resolver.lookup_tlsa(name)
 
     result = asyncio.run(go())
+    hint = lookup_hint(result.outcome.value, result.reason, args)
     records = []
     for rdata in result.records:
         try:
@@ -401,6 +432,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                     "reason": result.reason,
                     "cache_ttl": round(result.ttl, 3),
                     "records": records,
+                    "hint": hint,
                 }
             )
         )
@@ -408,6 +440,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         print(f"{name}: {result.outcome.value} ({result.reason})")
         for text in records:
             print(f"  TLSA {text}")
+        if hint:
+            print(f"  hint: {hint}")
         if result.outcome is Outcome.SECURE:
             print(f"  may be cached for {result.ttl:.0f} s")
     if result.outcome is Outcome.SECURE:
@@ -435,7 +469,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             return await authenticator.authenticate(name, presented)
 
     result = asyncio.run(go())
-    return print_result(result, args)
+    code = print_result(result, args)
+    if isinstance(result, Rejection) and result.dns_outcome and not args.json:
+        dns_reason = (result.detail or "").rpartition(": ")[2]
+        hint = lookup_hint(result.dns_outcome, dns_reason, args)
+        if hint:
+            print(f"  hint: {hint}")
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

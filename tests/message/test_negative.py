@@ -303,7 +303,8 @@ def test_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "joserfc.jws", None)
     with pytest.raises(MissingExtra) as err:
         sign_jws(P, SENSOR_ID.key, SENSOR)
-    assert err.value.reason is MessageReason.MISSING_EXTRA and "dance-dane[messages]" in err.value.detail
+    assert err.value.reason is MessageReason.MISSING_EXTRA
+    assert "dance-dane[messages]" in err.value.detail
 
 
 def test_package_imports_without_extras() -> None:

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, SignatureAlgorithmOID
+from dns.rdtypes.ANY.TLSA import TLSA as _DnsTLSA
 
 from dance import userid
 from dance.credentials import (
@@ -105,7 +106,9 @@ DEFAULT_POLICY = MatchPolicy()
 # --- record usability and digest agility --------------------------------------------------------
 
 
-def _coerce_records(records: Iterable[TLSARecord | bytes | str]) -> tuple[list[TLSARecord], int]:
+def _coerce_records(
+    records: Iterable[TLSARecord | bytes | str | _DnsTLSA],
+) -> tuple[list[TLSARecord], int]:
     """Parse what we were given; count what could not even be read."""
     parsed: list[TLSARecord] = []
     unreadable = 0
@@ -117,6 +120,8 @@ def _coerce_records(records: Iterable[TLSARecord | bytes | str]) -> tuple[list[T
                 parsed.append(TLSARecord.from_wire(bytes(item)))
             elif isinstance(item, str):
                 parsed.append(TLSARecord.from_text(item))
+            elif isinstance(item, _DnsTLSA):  # what dns.resolver / dns.message hand out
+                parsed.append(TLSARecord(item.usage, item.selector, item.mtype, bytes(item.cert)))
             else:
                 unreadable += 1
         except MalformedRecord:
@@ -180,7 +185,7 @@ class _Failures:
 def verify(
     client_name: str | ClientName,
     presented: Presented,
-    records: Iterable[TLSARecord | bytes | str],
+    records: Iterable[TLSARecord | bytes | str | _DnsTLSA],
     *,
     now: datetime.datetime,
     policy: MatchPolicy = DEFAULT_POLICY,
@@ -188,7 +193,9 @@ def verify(
     """Decide whether ``presented`` is authenticated by ``records`` for ``client_name``.
 
     ``records`` must be a DNSSEC-validated (secure) TLSA RRset for the ClientName; items may be
-    `TLSARecord`, RDATA wire bytes or presentation strings (unreadable ones are discarded).
+    `TLSARecord`, RDATA wire bytes, presentation strings or dnspython TLSA rdata (so a
+    ``dns.rrset.RRset`` or ``dns.resolver.Answer`` can be passed as it is); unreadable ones are
+    discarded.
     ``now`` (timezone-aware) is used for the validity checks of DANE-TA and PKIX chains.
     Never raises for bad input: returns a `Rejection` with a stable reason instead.
     """
@@ -214,7 +221,7 @@ def verify(
 def _verify(
     name: ClientName,
     presented: Presented,
-    records_in: Iterable[TLSARecord | bytes | str],
+    records_in: Iterable[TLSARecord | bytes | str | _DnsTLSA],
     now: datetime.datetime,
     policy: MatchPolicy,
 ) -> Result:

@@ -31,6 +31,7 @@ from dance.cli import (
     client_name_arg,
     positive_float,
     positive_int,
+    record_owner_arg,
     ttl_int,
 )
 from dance.provision.identity import IdentityError
@@ -144,11 +145,29 @@ def _probe(owner: str) -> str:
     return f"{WILDCARD_PROBE}.{owner[2:]}" if owner.startswith("*.") else owner
 
 
-def _owner_arg(text: str) -> str:
-    """A ClientName, or a wildcard owner ``*.REST`` (a DANE-TA record for a device CA)."""
-    if text.startswith("*."):
-        return "*." + client_name_arg(text[2:])
-    return client_name_arg(text)
+def _say_before_waiting(args: argparse.Namespace, human: list[str]) -> list[str]:
+    """Print what was already done before a long wait (it is done, whatever the wait brings)."""
+    if getattr(args, "json", False):
+        return human
+    for line in human:
+        print(line, flush=True)
+    print(f"waiting up to {args.deadline:g} s for a validated lookup to agree ...", flush=True)
+    return []
+
+
+def _interrupted(args: argparse.Namespace, result: dict[str, Any], action: str, key: str) -> int:
+    """Ctrl-C while waiting: the change is in the zone already; say so and stop."""
+    result[key] = None
+    result["interrupted"] = True
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(
+            f"dance {action}: interrupted while waiting: the update was accepted by the server; "
+            "its visibility was not confirmed",
+            file=sys.stderr,
+        )
+    return 130
 
 
 def _update_failed(exc: Exception, args: argparse.Namespace, action: str) -> int:
@@ -425,7 +444,7 @@ def _add_record_options(p: argparse.ArgumentParser) -> None:
 def cmd_publish(args: argparse.Namespace) -> int:
     from dance.provision.publish import Change, UpdateError, zone_lines
 
-    name = _owner_arg(args.name)
+    name = record_owner_arg(args.name)
     records = _records_for(args, required=True)
     change = Change(name, tuple(records))
     if args.zone_file:
@@ -446,7 +465,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     human = [f"published {name}. {args.ttl} IN TLSA {r.to_text()}" for r in records]
     code = EXIT_OK
     if args.wait:
-        ok, outcomes = _wait(args, {name: {r.to_wire() for r in records}})
+        human = _say_before_waiting(args, human)
+        try:
+            ok, outcomes = _wait(args, {name: {r.to_wire() for r in records}})
+        except KeyboardInterrupt:
+            return _interrupted(args, result, "publish", "visible")
         result["visible"] = ok
         result["lookup"] = outcomes
         human.append(
@@ -462,7 +485,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from dance.provision.publish import Change, UpdateError, zone_lines
 
-    name = _owner_arg(args.name)
+    name = record_owner_arg(args.name)
     records = _records_for(args, required=False)
     if not records and not args.all:
         raise UsageError("give the record(s) to remove (--cert/--spki/--record) or --all")
@@ -489,10 +512,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     human += [f"  removed TLSA {r.to_text()}" for r in records]
     code = EXIT_OK
     if args.wait:
-        if args.all:
-            ok, outcomes = _wait(args, {name: None})
-        else:
-            ok, outcomes = _wait(args, {}, gone={name: {r.to_wire() for r in records}})
+        human = _say_before_waiting(args, human)
+        try:
+            if args.all:
+                ok, outcomes = _wait(args, {name: None})
+            else:
+                ok, outcomes = _wait(args, {}, gone={name: {r.to_wire() for r in records}})
+        except KeyboardInterrupt:
+            return _interrupted(args, result, "revoke", "gone")
         result["gone"] = ok
         result["lookup"] = outcomes
         human.append(
@@ -589,10 +616,17 @@ class _Bar:
             self.start = now
         sys.stderr.flush()
 
+    def done(self) -> None:
+        """End a bar cut short (Ctrl-C), so the next line starts clean."""
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
 
 def cmd_fleet_provision(args: argparse.Namespace) -> int:
     from dance.provision.fleet import (
         FleetInputError,
+        FleetInterrupted,
         create_identities,
         parse_fleet,
         publish_fleet,
@@ -624,6 +658,15 @@ def cmd_fleet_provision(args: argparse.Namespace) -> int:
         )
     except IdentityError as exc:
         raise UsageError(str(exc)) from None
+    except FleetInterrupted as stop:
+        bar.done()
+        print(
+            f"dance fleet provision: interrupted: {stop.done} of {stop.total} identities are "
+            f"complete in {args.out_dir}; nothing was published. Run the same command again to "
+            "go on (existing identities are reused).",
+            file=sys.stderr,
+        )
+        return 130
     t1 = time.monotonic()
     created = sum(1 for i in identities if i.created)
     if args.zone_file:
@@ -652,6 +695,15 @@ def cmd_fleet_provision(args: argparse.Namespace) -> int:
         )
     except UpdateError as exc:
         return _update_failed(exc, args, "fleet publish")
+    except FleetInterrupted as stop:
+        bar.done()
+        print(
+            f"dance fleet provision: interrupted: {stop.done} of {stop.total} records were "
+            "acknowledged by the server (an update in flight may or may not have been applied). "
+            "Run the same command again to go on: records already published are skipped.",
+            file=sys.stderr,
+        )
+        return 130
     t2 = time.monotonic()
     result = {
         "ok": True,

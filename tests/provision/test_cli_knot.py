@@ -265,3 +265,44 @@ def test_cli_rollover_switches_files_and_records(
     )
     assert code == 2 and "missing" in err
     assert _serial(primary) == serial
+
+
+def test_publish_wait_ctrl_c_reports_what_was_published(primary: Primary, tmp_path: Path) -> None:
+    """The record is in the zone before the wait starts: Ctrl-C while waiting must say so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dance = str(Path(sys.executable).with_name("dance"))
+    name = f"waiting.{ZONE}"
+    assert main(["identity", "new", name, "--out-dir", str(tmp_path)]) == 0
+    # a lookup server that never answers keeps --wait waiting until Ctrl-C
+    import socket
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    proc = subprocess.Popen(
+        [dance, "publish", name, "--cert", str(tmp_path / f"{name}.pem"), *_update(primary),
+         "--wait", "--deadline", "60", "--trust-anchor", str(primary.anchor_file),
+         "--lookup-server", f"127.0.0.1:{silent.getsockname()[1]}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith(f"published {name}. 300 IN TLSA 3 1 1 "), first
+        assert proc.stdout.readline().startswith("waiting up to 60 s")
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        silent.close()
+    assert proc.returncode == 130
+    assert "interrupted while waiting" in err and "accepted by the server" in err
+    assert "Traceback" not in err + out
+    answer = dns.query.tcp(
+        dns.message.make_query(name + ".", "TLSA"), "127.0.0.1", port=primary.server.port
+    )
+    assert answer.answer, "the record is in the zone"

@@ -14,20 +14,23 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import datetime
 import io
 import logging
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography import x509
 
 from dance import certs
 from dance.names import InvalidName, tree_device_name, tree_shard_zone
-from dance.provision.identity import IdentityError, new_identity, paths_for
+from dance.provision.identity import new_identity, paths_for
 from dance.provision.publish import Change, Updater
 from dance.tlsa import TLSARecord, make_record
 
@@ -125,6 +128,35 @@ def parse_fleet(text: str, domain: str, *, depth: int = 2, width: int = 1) -> li
     return entries
 
 
+class FleetInterrupted(Exception):
+    """Ctrl-C stopped a fleet run: ``done`` of ``total`` items of ``stage`` were completed."""
+
+    def __init__(self, stage: str, done: int, total: int) -> None:
+        super().__init__(f"interrupted during {stage}: {done} of {total} done")
+        self.stage, self.done, self.total = stage, done, total
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle (it cancels what is queued)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT during a step that writes files, and deliver it after (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def _make_chunk(
     owners: Sequence[str], out_dir: str, key_type: certs.KeyKind, now: datetime.datetime
 ) -> list[tuple[str, bytes, bool]]:
@@ -159,27 +191,37 @@ def create_identities(
     chunks = [owners[i : i + chunk] for i in range(0, len(owners), chunk)]
     results: list[tuple[str, bytes, bool]] = []
     n = workers if workers is not None else (os.cpu_count() or 1)
-    done = 0
     if n <= 1 or len(chunks) <= 1:
-        for part in chunks:
-            results += _make_chunk(part, str(out_dir), key_type, when)
-            done += len(part)
-            if progress:
-                progress("identities", done, len(owners))
+        try:
+            for owner in owners:
+                # Ctrl-C lands between two identities, never inside one (files stay whole)
+                with _signals_deferred():
+                    results += _make_chunk([owner], str(out_dir), key_type, when)
+                if progress:
+                    progress("identities", len(results), len(owners))
+        except KeyboardInterrupt:
+            raise FleetInterrupted("identities", len(results), len(owners)) from None
     else:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=n) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=n, initializer=_ignore_sigint)
+        try:
             futures = [
                 pool.submit(_make_chunk, part, str(out_dir), key_type, when) for part in chunks
             ]
             for future in futures:
-                try:
-                    part_result = future.result()
-                except IdentityError:
-                    raise
-                results += part_result
-                done += len(part_result)
+                results += future.result()
                 if progress:
-                    progress("identities", done, len(owners))
+                    progress("identities", len(results), len(owners))
+        except KeyboardInterrupt:
+            # stop at once: queued chunks are dropped; chunks already running finish whole
+            pool.shutdown(wait=True, cancel_futures=True)
+            finished = sum(
+                len(f.result())
+                for f in futures
+                if f.done() and not f.cancelled() and not f.exception()
+            )
+            raise FleetInterrupted("identities", finished, len(owners)) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [
         FleetIdentity(owner, zone_of[owner], TLSARecord.from_wire(wire), created)
         for owner, wire, created in results
@@ -223,7 +265,10 @@ def publish_fleet(
         changes = [Change(m.owner, (m.record,)) for m in todo]
         for start in range(0, len(changes), batch):
             part = changes[start : start + batch]
-            stats.messages += updater.publish_batched(part, ttl=ttl, batch=batch)
+            try:
+                stats.messages += updater.publish_batched(part, ttl=ttl, batch=batch)
+            except KeyboardInterrupt:
+                raise FleetInterrupted("publication", done, total) from None
             stats.published += len(part)
             done += len(part)
             if progress:

@@ -75,8 +75,18 @@ def load_chain(cert: str, chain: str | None) -> CertificateChain:
 
 
 def load_spki(path: str) -> bytes:
+    """A public key as SPKI DER: PEM/DER SPKI, a certificate, or an OpenSSH ``.pub`` line."""
+    data = _read(path)
+    head = data.lstrip()[:32]
+    if head.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-")):
+        from dance.ssh import SSHKeyError, parse_public_key_line
+
+        try:
+            return parse_public_key_line(data.decode("utf-8")).spki
+        except (SSHKeyError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not a usable OpenSSH public key: {exc}") from None
     try:
-        return load_public_key(_read(path))
+        return load_public_key(data)
     except CredentialError as exc:
         raise UsageError(f"{path}: {exc}") from None
 

@@ -434,7 +434,9 @@ def _records_for(args: argparse.Namespace, *, required: bool) -> list[Any]:
 
 def _add_record_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert", metavar="FILE", help="certificate (CA certificate: 2 0 1)")
-    p.add_argument("--spki", metavar="FILE", help="public key (PEM/DER SPKI): 3 1 1")
+    p.add_argument(
+        "--spki", metavar="FILE", help="public key (PEM/DER SPKI, or an OpenSSH .pub line): 3 1 1"
+    )
     p.add_argument("--record", action="append", metavar='"U S M HEX"', help="TLSA RDATA")
     p.add_argument(
         "--unchecked", action="store_true", help="publish --record without a cert/key to check"

@@ -183,3 +183,29 @@ def test_syslog_unreachable_falls_back_to_stderr_in_one_line(
     assert "Logging error" not in err and "Traceback" not in err
     assert err.count("syslog is not reachable") == 1
     assert "accepted" in err  # the decision was logged on stderr instead
+
+
+def test_openssh_pub_accepted_where_a_public_key_is_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`publish --spki` and `tlsa --pubkey` take the same .pub file as `ssh-tlsa`."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    keytype, blob = ssh_pub(key)
+    pub = tmp_path / "id.pub"
+    pub.write_text(f"{keytype} {blob} alice@laptop\n")
+    name = "alice._user.example.com"
+    rc, out, _ = run(capsys, ["ssh-tlsa", "--pubkey", str(pub), "--name", name])
+    assert rc == 0
+    record = out.split(" IN TLSA ")[1].strip()
+    rc, out, _ = run(capsys, ["tlsa", "--pubkey", str(pub)])
+    assert rc == 0 and out.strip().endswith(record)
+    rc, out, err = run(
+        capsys,
+        ["publish", name, "--spki", str(pub), "--zone-file", "--server", "x", "--zone", "x.com"],
+    )
+    assert rc == 0, err
+    assert out.strip().endswith(f"IN TLSA {record}")
+    bad = tmp_path / "bad.pub"
+    bad.write_text("ssh-ed25519 AAAAnotakey\n")
+    rc, out, err = run(capsys, ["tlsa", "--pubkey", str(bad)])
+    assert rc == 2 and "not a usable OpenSSH public key" in err and err.count("\n") == 1

@@ -28,11 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
 
 from dance import certs, make_record  # noqa: E402
 from dance.dns import Outcome, TLSAResolver, TrustAnchors  # noqa: E402
-from tests.integration.servers import (  # noqa: E402
+from dance.testkit.servers import (  # noqa: E402
     KnotZone,
     child_ds,
     dnskey_anchor,

@@ -35,13 +35,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
 
 from dance.dns import TrustAnchors  # noqa: E402
 from dance.provision.fleet import create_identities, parse_fleet, publish_fleet  # noqa: E402
 from dance.provision.publish import Updater, wait_visible  # noqa: E402
+from dance.testkit.servers import start_primary  # noqa: E402
 from dance.tsig import TSIGKey  # noqa: E402
-from tests.provision.knot import start_primary  # noqa: E402
 
 ZONE = "example.test"
 

@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 
+from dance.testkit import servers
+
 
 def require_binary(*names: str) -> str:
     """Return the path of the first of ``names`` found on PATH or in /usr/sbin; skip or fail."""
@@ -23,3 +25,7 @@ def require_binary(*names: str) -> str:
     if os.environ.get("DANCE_REQUIRE_INTEGRATION") == "1":
         pytest.fail(message + " (DANCE_REQUIRE_INTEGRATION=1)")
     pytest.skip(message)
+
+
+# The test kit's real-server helpers find their binaries the suite's way (skip, or fail in CI).
+servers.BINARY_FINDER = require_binary

@@ -19,3 +19,21 @@ def test_bench_script_imports(script: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # top level only: __name__ is not "__main__"
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
+
+
+@pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.stem)
+def test_bench_script_stands_alone(script: Path) -> None:
+    """Benchmarks run without the test package or pytest (they use dance.testkit instead)."""
+    import ast
+
+    tree = ast.parse(script.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            assert top not in {"tests", "pytest", "_pytest"}, f"{script.name} imports {name}"

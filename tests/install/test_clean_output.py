@@ -44,9 +44,52 @@ def test_every_dance_module_imports_under_w_error() -> None:
     assert out.stderr == ""
 
 
+def _imports_dnssec(path: Path) -> bool:
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(
+            a.name.startswith("dns.dnssec") for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dns.dnssec"):
+            return True
+    return False
+
+
+def test_each_dnssec_user_imports_quietly_on_its_own() -> None:
+    """dnspython's DSA warning is silenced before any dance module imports dns.dnssec: each such
+    module, imported first in a fresh interpreter under -W error, raises nothing."""
+    root = Path(dance.__path__[0])
+    users = [
+        "dance." + ".".join(p.relative_to(root).with_suffix("").parts)
+        for p in sorted(root.rglob("*.py"))
+        if _imports_dnssec(p)
+    ]
+    assert "dance.dns.validator" in users
+    for name in users:
+        out = subprocess.run(
+            [sys.executable, "-W", "error", "-c", f"import {name}"],
+            capture_output=True, text=True, env=_env(), timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0 and out.stderr == "", (name, out.stderr[-1500:])
+
+
+def test_import_dance_is_cheap() -> None:
+    """`import dance` loads none of the heavy dependencies (the SSH key hook relies on it)."""
+    code = (
+        "import sys, dance\n"
+        "heavy = [m for m in ('cryptography', 'dns', 're', 'typing') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
 def _dance_lines_only(stderr: str) -> None:
+    own = ("dance", "refused:", "verified:", "  ")  # messages, verdicts, their detail lines
     for line in stderr.splitlines():
-        assert line.startswith("dance"), f"a line that is not dance's own on stderr: {line!r}"
+        assert line.startswith(own), f"a line that is not dance's own on stderr: {line!r}"
         assert "Warning" not in line and "Traceback" not in line, line
 
 

@@ -7,6 +7,7 @@ authenticated with TSIG (the same updates ``dance publish`` sends to Knot), pers
 change atomically, and serves AXFR with TSIG to secondaries. See docs/authority.md.
 """
 
+import dance._warnings  # noqa: F401  (before any dns.dnssec import: see that module)
 from dance.authority.errors import AuthorityError
 from dance.authority.server import Authority, Limits
 from dance.authority.store import ALGORITHMS, KeyPolicy, ZoneDir, trust_anchor_text

@@ -13,6 +13,7 @@ Public API::
         ...  # result.records: TLSA RDATA in wire form; cacheable for result.ttl seconds
 """
 
+import dance._warnings  # noqa: F401  (before any dns.dnssec import: see that module)
 from dance.dns.anchors import ROOT_ANCHOR_TEXT, AnchorError, TrustAnchors, ZoneAnchor
 from dance.dns.cache import CacheStats, DecisionCache, TTLCache
 from dance.dns.resolver import ConfigurationError, TLSAResolver

@@ -19,6 +19,7 @@ Quick start::
 docs/testkit.md for the whole guide.
 """
 
+import dance._warnings  # noqa: F401  (before any dns.dnssec import: see that module)
 from dance.testkit.examples import dance_example
 from dance.testkit.faults import Fault, FaultKind, FaultSet, Injection
 from dance.testkit.responder import DEFAULT_MAX_UDP, WireReply, respond, respond_wire

@@ -30,6 +30,7 @@ from dance.cli import (
     add_dns_options,
     client_name_arg,
     make_resolver,
+    positive_int,
     ttl_int,
 )
 
@@ -145,6 +146,59 @@ def _keys_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
+    return mode
+
+
+def cmd_keys_daemon(args: argparse.Namespace) -> int:
+    import signal
+
+    from dance.ssh.server import KeyDaemon, KeyDaemonConfig
+
+    _setup_logging(args)
+    make_resolver(args)  # configuration errors (anchors, server) now, as one line, exit 2
+    config = KeyDaemonConfig(
+        socket_path=args.socket,
+        names_file=None if args.no_names_file else args.names_file,
+        user_files=args.user_names,
+        socket_mode=args.socket_mode,
+        max_connections=args.max_connections,
+        request_timeout=min(args.deadline + 3.0, 60.0),
+    )
+
+    async def run() -> None:
+        daemon = KeyDaemon(config, lambda: make_resolver(args))
+        try:
+            await daemon.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.socket}: {exc.strerror or exc}") from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.flush)  # revocations apply at once
+        try:
+            await stop.wait()
+        finally:
+            await daemon.close()
+            log.info(
+                "ssh key daemon stopped: %d requests, %d accepted, %d refused, errors %s",
+                daemon.stats.requests,
+                daemon.stats.accepted,
+                daemon.stats.refused,
+                daemon.stats.errors or "none",
+            )
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
 def cmd_ssh_tlsa(args: argparse.Namespace) -> int:
     from dance.ssh import SSHKeyError, parse_public_key_line, ssh_tlsa_record
 
@@ -187,10 +241,7 @@ KEYS_DESCRIPTION = (
 )
 
 
-def _keys_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("user", help="the local account (%%u)")
-    p.add_argument("keytype", help="the offered key's type (%%t)")
-    p.add_argument("keyblob", help="the offered key, base64 (%%k)")
+def _names_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--names-file",
         default="/etc/dance/ssh-authorized-names",
@@ -204,6 +255,13 @@ def _keys_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also honour ~USER/.ssh/authorized_dance_names (StrictModes-style checks)",
     )
+
+
+def _keys_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user", help="the local account (%%u)")
+    p.add_argument("keytype", help="the offered key's type (%%t)")
+    p.add_argument("keyblob", help="the offered key, base64 (%%k)")
+    _names_arguments(p)
     p.add_argument("--syslog", action="store_true", help="log to syslog (auth facility)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_dns_options(p)
@@ -232,6 +290,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=KEYS_DESCRIPTION,
     )
     _keys_arguments(p)
+
+    p = sub.add_parser(
+        "ssh-keys-daemon",
+        help="serve dance-ssh-keys over a Unix socket with a warm DNS cache",
+        description="The key daemon for 'dance-ssh-keys --socket PATH': one resolver and its "
+        "validated cache for every key sshd asks about.",
+    )
+    p.add_argument("--socket", required=True, metavar="PATH", help="Unix socket to listen on")
+    p.add_argument(
+        "--socket-mode",
+        type=_octal_mode,
+        default=0o666,
+        metavar="MODE",
+        help="socket file mode (default 0666: sshd's AuthorizedKeysCommandUser must connect)",
+    )
+    p.add_argument(
+        "--max-connections", type=positive_int, default=64, help="open requests (default 64)"
+    )
+    _names_arguments(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--syslog", action="store_true", help="log to syslog (auth facility)")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_keys_daemon)
 
     p = sub.add_parser("ssh-tlsa", help="print the TLSA record (3 1 x) to publish for an SSH key")
     p.add_argument("--pubkey", required=True, metavar="FILE", help="OpenSSH public key (.pub)")

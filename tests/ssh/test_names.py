@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dance import ssh
 from dance.ssh import AuthorizedNames, NamesFileError, check_path_safe, names_for_user
+from dance.ssh import core as ssh
 
 GOOD = """\
 # account: names

@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,26 @@ class Sshd:
     ssh: str
     log: Path
     names: Path
+    daemon_log: Path | None = None
+    daemon: subprocess.Popen[Any] | None = None
+
+    def flush(self) -> None:
+        """Daemon mode: SIGHUP, and wait until the daemon says its cache is empty."""
+        if self.daemon is None or self.daemon_log is None:
+            return
+        before = self.daemon_log.read_text().count("DNS cache flushed")
+        self.daemon.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.daemon_log.read_text().count("DNS cache flushed") == before:
+            assert time.monotonic() < deadline, "the daemon did not flush"
+            time.sleep(0.02)
+
+    def decisions(self) -> str:
+        """What dance said: on sshd's log (the hook's stderr) or the key daemon's log."""
+        text = self.log.read_text()
+        if self.daemon_log is not None:
+            text += self.daemon_log.read_text()
+        return text
 
     def login(self, key: str, user: str = "root") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -79,8 +100,9 @@ def _others_can_run(*paths: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def sshd(world: World) -> Iterator[Sshd]:
+@pytest.fixture(scope="module", params=["in-process", "daemon"])
+def sshd(world: World, request: pytest.FixtureRequest) -> Iterator[Sshd]:
+    """sshd with dance-ssh-keys: checking in its own process, or asking the key daemon."""
     sshd_bin = require_binary("sshd")
     ssh_bin = require_binary("ssh")
     keygen = require_binary("ssh-keygen")
@@ -93,6 +115,9 @@ def sshd(world: World) -> Iterator[Sshd]:
     d = Path(f"/run/dance-test-{secrets.token_hex(6)}")
     d.mkdir(mode=0o755)
     proc: subprocess.Popen[Any] | None = None
+    daemon: subprocess.Popen[Any] | None = None
+    daemon_log: Path | None = None
+    daemon: subprocess.Popen[Any] | None = None
     try:
         subprocess.run(
             [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True
@@ -106,12 +131,27 @@ def sshd(world: World) -> Iterator[Sshd]:
         wrapper.write_text(
             f"#!{sys.executable} -B\n"
             f"import sys\nsys.path.insert(0, {str(SRC)!r})\n"
-            "from dance.cli_ssh import keys_main\nsys.exit(keys_main())\n"
+            "from dance.ssh.client import main\nsys.exit(main())\n"
         )
         options = (
             f"--names-file {names} --server {world.dns[0]}:{world.dns[1]} "
             f"--trust-anchor {d / 'anchor.txt'}"
         )
+        if request.param == "daemon":
+            sock = d / "keys.sock"
+            daemon_log = d / "daemon.log"
+            with open(daemon_log, "wb") as out:
+                daemon = subprocess.Popen(
+                    [sys.executable, "-B", "-m", "dance.cli", "ssh-keys-daemon",
+                     "--socket", str(sock), *options.split()],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=dict(os.environ, PYTHONPATH=str(SRC)),
+                )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                assert daemon.poll() is None and time.monotonic() < deadline, daemon_log.read_text()
+                time.sleep(0.05)
+            options = f"--socket {sock}"  # all the hook needs: the daemon has the rest
         wrapper.chmod(0o755)
         port = free_port()
         # The recommended unprivileged account, unless this interpreter lives where nobody
@@ -139,8 +179,11 @@ def sshd(world: World) -> Iterator[Sshd]:
             _wait_banner(port, proc)
         except RuntimeError as exc:
             pytest.fail(f"{exc}: {log.read_text()}")
-        yield Sshd(d, port, ssh_bin, log, names)
+        yield Sshd(d, port, ssh_bin, log, names, daemon_log, daemon)
     finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=10)
         if proc is not None:
             proc.terminate()
             try:
@@ -171,7 +214,7 @@ def _refused(result: subprocess.CompletedProcess[str]) -> None:
 def test_published_key_logs_in(world: World, sshd: Sshd) -> None:
     _ok(sshd.login(_key(sshd, "alice", world.keys["alice"])), sshd)
     assert "Accepted publickey for root" in sshd.log.read_text()
-    assert f"as {ALICE}" in sshd.log.read_text()  # dance's verdict (command stderr, sshd -e)
+    assert f"as {ALICE}" in sshd.decisions()  # dance's verdict (hook stderr via sshd -e, or daemon)
 
 
 def test_full_spki_record_ecdsa(world: World, sshd: Sshd) -> None:
@@ -193,10 +236,15 @@ def test_removed_record_refused(world: World, sshd: Sshd) -> None:
     world.users.remove("alice", "TLSA")
     world.resign()
     try:
+        if sshd.daemon is not None:
+            # the daemon's cache holds the answer for its TTL (the revocation bound) ...
+            _ok(sshd.login(key), sshd)
+            sshd.flush()  # ... unless the operator flushes it (SIGHUP)
         _refused(sshd.login(key))
     finally:
         world.users.add("alice", "TLSA", ssh_tlsa_record(to_key(world.keys["alice"])).to_text())
         world.resign()
+        sshd.flush()  # the daemon remembers the absence for a few seconds (negative TTL)
     _ok(sshd.login(key), sshd)
 
 

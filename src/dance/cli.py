@@ -48,6 +48,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# Long-running commands that read ``--config FILE`` (TOML, keys = long options; flags win).
+SERVICE_COMMANDS: tuple[str, ...] = ("proxy", "smtp-proxy", "agent", "authority", "ssh-keys-daemon")
+
+
 class UsageError(Exception):
     """Unusable input or configuration: printed as one line, exit 2."""
 
@@ -558,17 +562,63 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
+    from dance.service.config import add_config_option
+
+    for command in SERVICE_COMMANDS:
+        service = sub.choices.get(command)
+        if service is not None:
+            add_config_option(service)
     return parser
+
+
+def _with_config(
+    parser: argparse.ArgumentParser, argv: list[str], origins: dict[str, str]
+) -> list[str]:
+    """Put a service command's ``--config FILE`` options in front of its flags (flags win)."""
+    if not argv or argv[0] not in SERVICE_COMMANDS:
+        return argv
+    rest = argv[1:]
+    path = None
+    for i, arg in enumerate(rest):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(rest):
+            path = rest[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is None:
+        return argv
+    from dance.service.config import ConfigError, config_argv
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        argv[0]
+    ]
+    try:
+        return [argv[0], *config_argv(sub, rest, path, origins)]
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    origins: dict[str, str] = {}  # options set by --config FILE: flag -> "file:line key"
+    try:
+        raw = _with_config(parser, raw, origins)
+    except UsageError as exc:
+        print(f"dance {raw[0]}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(raw)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except UsageError as exc:
-        print(f"dance {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if origins:
+            from dance.service.config import locate
+
+            message = locate(message, origins)
+        print(f"dance {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,197 @@
+"""What a running server reports: one access-log line per decision, and Prometheus metrics.
+
+Every adapter's server holds one `Observer` and calls it at the same moments: a connection opened
+or closed, a connection refused by a limit, a decision made (accepted or rejected), a backend error.
+The observer writes the access log (logger ``dance.access``; text by default, JSON with
+``log_format="json"``) and, when metrics are enabled, updates the Prometheus collectors. The
+Authenticator's and resolver's own counters (cache hits, misses, entries, pending lookups) are read
+at scrape time, so the hot path pays nothing for them.
+
+Prometheus support needs the ``metrics`` extra (``prometheus-client``); without it, asking for
+metrics is a configuration error, and everything else works.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dance.identity import Identity, Rejection
+
+__all__ = ["MetricsUnavailable", "Observer"]
+
+access_log = logging.getLogger("dance.access")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class MetricsUnavailable(RuntimeError):
+    """prometheus-client is not installed (``pip install 'dance-dane[metrics]'``)."""
+
+
+def _utc_now() -> str:
+    return (
+        datetime.datetime.now(datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class _Metrics:
+    """The Prometheus collectors of one service, in their own registry."""
+
+    def __init__(self, service: str, sources: Callable[[], Mapping[str, Mapping[str, int]]]):
+        try:
+            import prometheus_client as prom
+            from prometheus_client.core import GaugeMetricFamily
+        except ImportError:
+            raise MetricsUnavailable(
+                "metrics need prometheus-client: pip install 'dance-dane[metrics]'"
+            ) from None
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        labels = {"service": service}
+        self.decisions = prom.Counter(
+            "dance_decisions", "Authentication decisions", ["outcome", "reason"], registry=r
+        )
+        self.dns_lookups = prom.Counter(
+            "dance_dns_lookups", "DNS outcomes of decisions that needed a lookup", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.decision_seconds = prom.Histogram(
+            "dance_decision_seconds", "Time from request to decision", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.handshake_seconds = prom.Histogram(
+            "dance_handshake_seconds", "TLS handshake time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.open_connections = prom.Gauge(
+            "dance_open_connections", "Client connections open now", registry=r
+        )
+        self.refusals = prom.Counter(
+            "dance_connections_refused", "Connections refused by a limit", ["reason"], registry=r
+        )
+        self.backend_errors = prom.Counter(
+            "dance_backend_errors", "Errors reaching or talking to the backend", ["kind"],
+            registry=r,
+        )  # fmt: skip
+        self.info = prom.Info("dance_service", "The dance service", registry=r)
+        from dance import __version__
+
+        self.info.info({**labels, "version": __version__})
+
+        class _Sources:
+            def collect(self) -> Iterator[Any]:
+                for prefix, stats in sources().items():
+                    for key, value in stats.items():
+                        name = f"dance_{prefix}_{key}".replace("-", "_")
+                        family = GaugeMetricFamily(name, f"{prefix} counter {key}")
+                        family.add_metric([], float(value))
+                        yield family
+
+        r.register(_Sources())
+
+    def exposition(self) -> bytes:
+        return bytes(self.prom.generate_latest(self.registry))
+
+
+class Observer:
+    """Access log and metrics of one service (``proxy``, ``agent``, ``smtp-proxy``, ...)."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        log_format: str = "text",
+        metrics: bool = False,
+        sources: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
+    ) -> None:
+        if log_format not in ("text", "json"):
+            raise ValueError("log format is text or json")
+        self.service = service
+        self.log_format = log_format
+        self._sources = sources or (lambda: {})
+        self.metrics = _Metrics(service, self._sources) if metrics else None
+        self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "refused": 0}
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def decision(
+        self,
+        peer: str,
+        result: Identity | Rejection,
+        started: float,
+        *,
+        client_name: str | None = None,
+        handshake_seconds: float | None = None,
+    ) -> None:
+        """One decision: log a line and count it. ``started`` is a ``time.monotonic()`` value."""
+        latency = time.monotonic() - started
+        if isinstance(result, Identity):
+            outcome, reason, dns = "accepted", "-", "secure"
+            name = result.client_name
+        else:
+            outcome, reason = "rejected", result.reason.value
+            dns = result.dns_outcome or "-"
+            name = result.client_name or client_name or "-"
+        self.counts[outcome] += 1
+        if self.metrics is not None:
+            self.metrics.decisions.labels(outcome, reason).inc()
+            if dns != "-":
+                self.metrics.dns_lookups.labels(dns).inc()
+            self.metrics.decision_seconds.observe(latency)
+            if handshake_seconds is not None:
+                self.metrics.handshake_seconds.observe(handshake_seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        if self.log_format == "json":
+            access_log.info(
+                json.dumps(
+                    {
+                        "time": _utc_now(),
+                        "service": self.service,
+                        "client": peer,
+                        "client_name": name,
+                        "outcome": outcome,
+                        "reason": reason,
+                        "dns": dns,
+                        "latency_ms": round(latency * 1000, 3),
+                    },
+                    sort_keys=True,
+                )
+            )
+        else:
+            access_log.info(
+                "%s %s %s %s %s reason=%s dns=%s latency=%.1fms",
+                _utc_now(),
+                self.service,
+                peer,
+                name,
+                outcome,
+                reason,
+                dns,
+                latency * 1000,
+            )
+
+    def refused(self, reason: str) -> None:
+        """A connection refused by a limit (too many, per-address cap, timeout, ...)."""
+        self.counts["refused"] += 1
+        if self.metrics is not None:
+            self.metrics.refusals.labels(reason).inc()
+
+    def opened(self) -> None:
+        if self.metrics is not None:
+            self.metrics.open_connections.inc()
+
+    def closed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.open_connections.dec()
+
+    def backend_error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.backend_errors.labels(kind).inc()

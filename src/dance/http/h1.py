@@ -51,6 +51,7 @@ _FEED: Final = 4096  # chunked bodies are handed to h11 in slices (bounded bookk
 # line that starts with SP/HTAB (obs-fold; after CRLF, since a bare LF is refused anyway).
 _BAD_HEAD = re.compile(rb"\r(?!\n)|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\n[ \t]")
 _CHUNK_LINE = re.compile(rb"(?:\r\n)?[0-9A-Fa-f]{1,16}\r\n")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _LAST_CHUNK = re.compile(rb"(?:\r\n)?0+\r\n\r\n")
 
 
@@ -295,8 +296,11 @@ class RequestReader:
                 raise HttpError("bad-chunk", f"chunk-size line {bytes(self._lines[:40])!r}")
             self._lines.clear()
             self._chunks += 1
-        elif len(self._lines) > 64:
-            raise HttpError("bad-chunk", "chunk-size line too long")
+        elif self._lines:  # a size line h11 took before its data arrived: check it now
+            skip = 2 if self._chunks else 0
+            end = self._lines.find(b"\r\n", skip)
+            if (end >= 0 and not _HEX.fullmatch(self._lines, skip, end)) or len(self._lines) > 64:
+                raise HttpError("bad-chunk", f"chunk-size line {bytes(self._lines[:40])!r}")
 
     def _end(self, conn: h11.Connection, head: RequestHead, out: list[Event]) -> bool:
         rest, _ = conn.trailing_data  # given to h11, not consumed: it comes before _buf

@@ -258,6 +258,7 @@ class _Connection(asyncio.Protocol):
         self.inbox = bytearray()  # received, not yet parsed
         self.pending: list[RequestHead | h11.Data | EndOfRequest] = []
         self.head: RequestHead | None = None
+        self.error: HttpError | None = None  # refusal pending behind earlier requests
         self.body = 0
         self.busy = False  # a decision is being made (DNS lookup)
         self.closing = False
@@ -337,11 +338,16 @@ class _Connection(asyncio.Protocol):
     def _run(self) -> None:
         while not self.busy and not self.closing and not self.write_paused:
             if not self.pending:
+                if self.error is not None:
+                    raise self.error  # after the answers to the requests before it
                 if not self.inbox:
                     break
                 piece = bytes(self.inbox[:_SLICE])
                 del self.inbox[:_SLICE]
-                self.pending = self.reader.feed(piece)
+                try:
+                    self.pending = self.reader.feed(piece)
+                except HttpError as exc:
+                    self.pending, self.error = exc.events, exc
                 self.pending.reverse()
                 if self.reader.closed:
                     self.inbox.clear()

@@ -24,7 +24,8 @@ sees heads that passed them:
 Each request gets a fresh h11 connection: keep-alive is decided here (HTTP/1.1 unless
 ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``, which h11 does not
 support), so pipelined requests and HTTP/1.0 keep-alive requests all go through the same checks.
-Every refusal is an `HttpError` with a stable ``reason``; after one, the reader is dead.
+Every refusal is an `HttpError` with a stable ``reason`` and the ``events`` read before the
+refused request in the same `feed` (pipelined requests before it); after one, the reader is dead.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class HttpError(ValueError):
         super().__init__(message or reason)
         self.reason = reason
         self.status = status
+        # Events read before the refused request (a `RequestReader` sets them): the requests
+        # before it were valid and are still to be handled, in order.
+        self.events: list[RequestHead | h11.Data | EndOfRequest] = []
+        self.forward = b""  # `IdentityRelay`: the bytes of those requests, for the backend
 
 
 def normalize_name(name: bytes | str) -> str:
@@ -130,14 +135,19 @@ class RequestReader:
         if self.closed:
             return []  # bytes after the last request of the connection are ignored
         self._buf += data
+        out: list[Event] = []
         try:
-            return self._run()
-        except HttpError:
+            self._run(out)
+        except HttpError as exc:
             self.dead = True
+            exc.events = out
             raise
         except h11.ProtocolError as exc:
             self.dead = True
-            raise HttpError("bad-request", str(exc)) from None
+            error = HttpError("bad-request", str(exc))
+            error.events = out
+            raise error from None
+        return out
 
     def feed_eof(self) -> None:
         """The client closed: an error unless it stopped between requests."""
@@ -147,8 +157,7 @@ class RequestReader:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _run(self) -> list[Event]:
-        out: list[Event] = []
+    def _run(self, out: list[Event]) -> None:
         while not self.closed:
             if self._conn is None:
                 head = self._take_head()
@@ -157,7 +166,6 @@ class RequestReader:
                 out.append(self._start(head))
             if not self._body(out):
                 break
-        return out
 
     def _take_head(self) -> bytes | None:
         buf = self._buf

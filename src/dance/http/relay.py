@@ -10,8 +10,9 @@ re-encoded by h11. On every request (pipelined, HTTP/1.0 keep-alive, ...):
   dance's identity headers ``X-DANCE-Client-ID`` / ``X-DANCE-User``) is removed and counted;
 - exactly one identity header is added, with the authenticated identity.
 
-A request that fails a check is not forwarded; `relay_http` answers it with a 400 (after the
-backend's answers to the requests before it) and closes the connection.
+A request that fails a check is not forwarded; `relay_http` answers it with a 400 and closes the
+connection. When requests before it were forwarded, the 400 waits until the backend has been
+silent for ``quiet_time`` (1 s; at most ``drain_timeout``), so their answers come first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _CHUNK: Final = 64 * 1024
 HEAD_TIMEOUT: Final = 30.0  # a whole request head, counted from its first byte
 IDLE_TIMEOUT: Final = 120.0  # between requests, and between reads of a body
 DRAIN_TIMEOUT: Final = 10.0  # backend answers still awaited after the client stopped
+QUIET_TIME: Final = 1.0  # after a refusal: backend silence before the 400 is sent
 
 
 class RelayStats(Protocol):
@@ -75,6 +77,7 @@ class IdentityRelay:
         self.strip = frozenset({normalize_name(header), *(normalize_name(h) for h in strip)})
         self.requests = 0
         self.stripped = 0
+        self.forwarded = 0  # requests sent to the backend, in all
         self._client: h11.Connection | None = None
         self._version = b"1.1"
 
@@ -84,16 +87,35 @@ class IdentityRelay:
         return self.reader.closed
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes for the backend. Raises `HttpError` (nothing of that request is returned)."""
+        """Bytes for the backend. Raises `HttpError`, with ``forward``: the bytes of the
+        requests before the refused one (nothing of the refused request's head)."""
         out: list[bytes] = []
-        for event in self.reader.feed(data):
-            if isinstance(event, RequestHead):
-                out.append(self._head(event))
-            elif isinstance(event, EndOfRequest):
-                out.append(self._send(h11.EndOfMessage()))
-                self._client = None
-            else:
-                out.append(self._send(h11.Data(data=bytes(event.data))))
+        error: HttpError | None = None
+        try:
+            events = self.reader.feed(data)
+        except HttpError as exc:
+            events, error = exc.events, exc
+        start: int | None = None  # where the request still open began in `out`
+        try:
+            for event in events:
+                if isinstance(event, RequestHead):
+                    start = len(out)
+                    out.append(self._head(event))
+                elif isinstance(event, EndOfRequest):
+                    out.append(self._send(h11.EndOfMessage()))
+                    self._client = None
+                    start = None
+                else:
+                    out.append(self._send(h11.Data(data=bytes(event.data))))
+        except HttpError as exc:
+            self.reader.dead = True
+            error = exc
+        if error is not None:
+            if start is not None:  # the refused request began in this feed: none of it is sent
+                del out[start:]
+                self.forwarded -= 1
+            error.forward = b"".join(out)  # the requests before the refused one
+            raise error
         return b"".join(out)
 
     def feed_eof(self) -> None:
@@ -120,6 +142,7 @@ class IdentityRelay:
             # without one is refused rather than given a Host it did not send.
             raise HttpError("missing-host", "HTTP/1.0 request without Host")
         self.requests += 1
+        self.forwarded += 1
         self.stripped += stripped
         self._client = h11.Connection(h11.CLIENT)
         event = h11.Request(method=request.method, target=request.target, headers=headers)
@@ -132,13 +155,28 @@ class IdentityRelay:
         return data
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: list[float]
+) -> None:
+    loop = asyncio.get_running_loop()
     try:
         while data := await reader.read(_CHUNK):
+            last[0] = loop.time()
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.IncompleteReadError):
         pass
+
+
+async def _quiet(down: asyncio.Future[None], last: list[float], quiet: float, limit: float) -> None:
+    """Wait until ``down`` ends, or has been silent for ``quiet`` seconds, or ``limit``."""
+    loop = asyncio.get_running_loop()
+    start = last[0] = max(last[0], loop.time())
+    while not down.done():
+        now = loop.time()
+        if now - last[0] >= quiet or now - start >= limit:
+            return
+        await asyncio.wait({down}, timeout=min(quiet - (now - last[0]), limit - (now - start)))
 
 
 async def relay_http(
@@ -154,6 +192,7 @@ async def relay_http(
     head_timeout: float = HEAD_TIMEOUT,
     idle_timeout: float = IDLE_TIMEOUT,
     drain_timeout: float = DRAIN_TIMEOUT,
+    quiet_time: float = QUIET_TIME,
 ) -> None:
     """Relay one authenticated client connection to its backend connection, both ways.
 
@@ -198,17 +237,24 @@ async def relay_http(
                     await backend_writer.drain()
         except HttpError as exc:
             refused.append(exc)
+            if exc.forward:
+                with contextlib.suppress(OSError):
+                    backend_writer.write(exc.forward)
+                    await backend_writer.drain()
+            stats.requests += relay.requests
+            stats.stripped_headers += relay.stripped
             stats.refused[exc.reason] = stats.refused.get(exc.reason, 0) + 1
             log.info("http relay: refusing a request (%s): %s", exc.reason, exc)
         except (OSError, asyncio.IncompleteReadError):
             return
         finally:
-            if not relay.closed:  # after "Connection: close" the backend closes by itself
+            if not relay.closed and not refused:  # after "Connection: close" it closes itself
                 with contextlib.suppress(OSError):
                     if backend_writer.can_write_eof():
                         backend_writer.write_eof()
 
-    down = asyncio.ensure_future(_pipe(backend_reader, client_writer))
+    last = [0.0]
+    down = asyncio.ensure_future(_pipe(backend_reader, client_writer, last))
     up = asyncio.ensure_future(upstream())
     try:
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
@@ -216,7 +262,13 @@ async def relay_http(
             up.cancel()  # the backend is gone: nothing more can be relayed
             with contextlib.suppress(asyncio.CancelledError):
                 await up
-        elif not relay.closed or refused:
+        elif refused:
+            # Answers to the requests before the refused one first (the backend is not sent an
+            # end of stream: some servers drop requests in progress when they see one); the
+            # 400 goes out once the backend has been silent for a moment.
+            if relay.forwarded:
+                await _quiet(down, last, quiet_time, drain_timeout)
+        elif not relay.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(down), drain_timeout)
         else:

@@ -51,6 +51,7 @@ _FEED: Final = 4096  # chunked bodies are handed to h11 in slices (bounded bookk
 # One pass over the head: bare CR, bare LF, controls other than HTAB (CR/LF handled apart), and a
 # line that starts with SP/HTAB (obs-fold; after CRLF, since a bare LF is refused anyway).
 _BAD_HEAD = re.compile(rb"\r(?!\n)|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\n[ \t]")
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHUNK_LINE = re.compile(rb"(?:\r\n)?[0-9A-Fa-f]{1,16}\r\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _LAST_CHUNK = re.compile(rb"(?:\r\n)?0+\r\n\r\n")
@@ -175,7 +176,16 @@ class RequestReader:
         stop = end + 4 if end >= 0 else len(buf) - (1 if buf.endswith(b"\r") else 0)
         if stop > self.max_head:
             raise HttpError("head-too-large", f"request head over {self.max_head} bytes")
-        bad = _BAD_HEAD.search(buf, max(0, self._scanned - 1), stop)
+        start = max(0, self._scanned - 1)
+        region = bytes(buf[start:stop])
+        crlf = region.count(b"\r\n")
+        clean = (  # the common case, at C speed; anything else gets the precise scan
+            region.count(b"\r") == crlf == region.count(b"\n")
+            and b"\n " not in region
+            and b"\n\t" not in region
+            and _CTL.search(region) is None
+        )
+        bad = None if clean else _BAD_HEAD.search(buf, start, stop)
         if bad is not None:
             found = bad.group()
             reason = (
@@ -191,7 +201,7 @@ class RequestReader:
         if end < 0:
             self._scanned = stop
             return None
-        head = bytes(buf[:stop])
+        head = region if start == 0 else bytes(buf[:stop])
         del buf[:stop]
         self._scanned = 0
         return head

@@ -50,6 +50,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
         authenticator = Authenticator(resolver, allow=args.allow)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    for value, flag in (
+        (args.max_connections, "--max-connections"),
+        (args.max_per_address, "--max-per-address"),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if args.head_timeout is not None and args.head_timeout <= 0:
+        raise UsageError("--head-timeout must be positive")
     log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
     http_auth = HttpAuth(authenticator, parser=parser)
     agent = Agent(
@@ -58,6 +66,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         chain_header=args.chain_header,
         name_header=args.name_header,
         trusted_proxies=proxies,
+        max_connections=args.max_connections,
+        max_per_address=args.max_per_address,
+        head_timeout=args.head_timeout,
     )
 
     async def run() -> int:
@@ -111,6 +122,21 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--max-header-bytes", type=int, default=16384, help="certificate header size cap"
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most (default: descriptor limit - 64, at most 4096)",
+    )
+    p.add_argument(
+        "--max-per-address", type=int, help="open connections per source address at most"
+    )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        help="seconds for a whole request, from its first byte (default 10)",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every decision and refused connection"
+    )
     add_dns_options(p)
     p.set_defaults(func=cmd_agent)

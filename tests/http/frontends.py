@@ -184,6 +184,8 @@ http {{
         ssl_verify_client optional_no_ca;
         ssl_session_tickets off;
         keepalive_requests 1000;
+        underscores_in_headers off;
+        ignore_invalid_headers on;
 {protected}{example2}    }}
 }}
 """
@@ -236,9 +238,8 @@ defaults
 
 frontend api
     bind 127.0.0.1:{port} ssl crt {bundle} verify optional ca-file {tls.server_cert} ca-ignore-err all crt-ignore-err all ssl-min-ver TLSv1.3 no-tls-tickets
-    http-request del-header X-DANCE-Client-ID
-    http-request del-header X-DANCE-User
-    http-request del-header Client-Cert
+    http-request del-header ^x[-_]dance[-_](client[-_]id|user)$ -m reg
+    http-request del-header ^client[-_]cert([-_]chain)?$ -m reg
     http-request lua.dance_auth
     http-request deny deny_status 403 hdr X-DANCE-Error %[var(txn.dance_error)] unless {{ var(txn.dance_ok) -m str 1 }}
     http-request set-header X-DANCE-Client-ID %[var(txn.dance_client_id)]

@@ -271,3 +271,73 @@ def test_starlette(ids: Identities) -> None:
         assert r.status_code == 403 and r.json()["code"] == "no-client-certificate"
     assert http_auth.stats()["denied_cert-header-untrusted-source"] == 1
     assert "host.example.org" not in source.queries
+
+
+# -- identity header variants (case, "_" for "-") ---------------------------------------------
+
+
+def test_wsgi_strips_every_variant(ids: Identities) -> None:
+    http_auth, _ = make_http_auth(ids)
+    app = DanceWSGIMiddleware(_echo_app, http_auth=http_auth, settings=SETTINGS)
+    try:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/api",
+            "REMOTE_ADDR": PROXY,
+            "wsgi.input": io.BytesIO(b""),
+            "HTTP_CLIENT_CERT": b64(ids.device),
+            "HTTP_X_DANCE_CLIENT_ID": "admin.example.test",  # X_DANCE_Client_ID merged in here
+            "HTTP_X-DANCE-CLIENT-ID": "root",  # a server that keeps "-"
+            "http_x_dance_user": "root",
+        }
+        status: list[str] = []
+        doc = json.loads(b"".join(app(environ, lambda s, h, *a: status.append(s))))
+        assert status[0].startswith("200") and doc["identity"] == doc["header"] == DEVICE
+        assert doc["user"] is None
+        assert [k for k in environ if k.upper().startswith("HTTP_X")] == ["HTTP_X_DANCE_CLIENT_ID"]
+    finally:
+        app.close()
+
+
+def test_asgi_strips_every_variant_and_counts_cert_variants(ids: Identities) -> None:
+    import asyncio
+
+    from dance.http.asgi import DanceMiddleware
+
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(list(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    http_auth, _ = make_http_auth(ids)
+    middleware = DanceMiddleware(app, http_auth=http_auth, settings=SETTINGS)
+    sent: list[dict[str, Any]] = []
+
+    async def call(headers: list[tuple[bytes, bytes]]) -> int:
+        sent.clear()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/api", "client": (PROXY, 1), "headers": headers}
+        await middleware(scope, receive, send)
+        return int(sent[0]["status"])
+
+    cert = b64(ids.device).encode()
+    spoofs = [
+        (b"x_dance_client_id", b"a"),
+        (b"X-Dance-Client-Id", b"b"),
+        (b"x-dance-client-id", b"c"),
+        (b"x_dance_user", b"root"),
+    ]
+    assert asyncio.run(call([(b"client-cert", cert), *spoofs])) == 200
+    ids_seen = [(k, v) for k, v in seen[0] if b"dance" in k.lower()]
+    assert ids_seen == [(b"x-dance-client-id", DEVICE.encode())]
+    # Client_Cert next to Client-Cert: two certificate headers, refused.
+    assert asyncio.run(call([(b"client-cert", cert), (b"client_cert", cert)])) == 403
+    assert http_auth.stats()["denied_cert-several-headers"] == 1

@@ -10,10 +10,22 @@ ClientName (``X-DANCE-Client-Name``). The agent answers
 - ``403`` with ``X-DANCE-Error: <public code>``. Never anything else for bad input.
 
 ``GET /healthz`` answers 200, ``GET /stats`` the counters as JSON. Connections from addresses
-outside ``trusted_proxies`` (loopback by default) get 403 ``untrusted-source`` for everything.
+outside ``trusted_proxies`` (loopback by default) are closed at accept, before anything is read.
 
-A small asyncio protocol (HTTP/1.1 keep-alive, no framework): cached decisions are answered
-synchronously in ``data_received``; only a DNS lookup suspends the connection.
+A small asyncio protocol (HTTP/1.1 keep-alive and pipelining, no framework): requests are read
+by `dance.http.h1.RequestReader` (h11 plus strict checks); header names are compared lower-cased
+with ``_`` read as ``-``, so ``Client_Cert`` next to ``Client-Cert`` is two certificate headers.
+Cached decisions are answered synchronously in ``data_received``; only a DNS lookup suspends the
+connection.
+
+Limits (each refusal counted as ``refused_<reason>`` in ``/stats``): at most ``max_connections``
+connections and ``max_per_address`` per source address (when full, the stalest connection that
+is not waiting for a decision is closed to make room: ``evicted``; when none can be, the new one
+is closed: ``connection-limit`` / ``address-limit``); a request must be complete
+``head_timeout`` seconds after its first byte (``head-timeout``, not restarted by each byte); an
+idle connection is closed after ``idle_timeout`` (``idle-timeout``); reading stops while the
+answers not yet sent exceed ``write_limit`` bytes, so a client that pipelines without reading
+holds a bounded amount of memory.
 """
 
 from __future__ import annotations
@@ -22,19 +34,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterable
 from typing import Final
 
+import h11
+
 from dance.http.core import (
     BAD_CERTIFICATE,
     LOOPBACK,
-    UNTRUSTED_SOURCE,
     Denied,
     HttpAuth,
     TrustedProxies,
     identity_headers,
 )
+from dance.http.h1 import EndOfRequest, HttpError, RequestHead, RequestReader, normalize_name
 from dance.identity import Identity
 
 __all__ = ["Agent"]
@@ -45,8 +60,21 @@ MAX_HEAD: Final = 64 * 1024
 MAX_BODY: Final = 64 * 1024
 IDLE_TIMEOUT: Final = 75.0
 HEAD_TIMEOUT: Final = 10.0
+WRITE_LIMIT: Final = 64 * 1024
+_SLICE: Final = 8 * 1024  # bytes parsed at a time (stops at once when writing is paused)
 
 _REASONS = {200: b"OK", 403: b"Forbidden", 404: b"Not Found"}
+
+
+def default_max_connections() -> int:
+    """Below the descriptor limit (accept must never fail with EMFILE): soft limit - 64."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 65536
+    return max(16, min(4096, soft - 64))
 
 
 def _response(status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> bytes:
@@ -69,17 +97,37 @@ class Agent:
         name_header: str = "X-DANCE-Client-Name",
         trusted_proxies: Iterable[str] = LOOPBACK,
         auth_path: str = "/auth",
+        max_connections: int | None = None,
+        max_per_address: int | None = None,
+        head_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        write_limit: int = WRITE_LIMIT,
     ) -> None:
         self.http_auth = http_auth
-        self.cert_header = cert_header.lower()
-        self.chain_header = chain_header.lower()
-        self.name_header = name_header.lower()
+        self.cert_header = normalize_name(cert_header)
+        self.chain_header = normalize_name(chain_header)
+        self.name_header = normalize_name(name_header)
         self.trusted = TrustedProxies(trusted_proxies)
         self.auth_path = auth_path
+        self.max_connections = max_connections or default_max_connections()
+        self.max_per_address = max_per_address or self.max_connections
+        self._head_timeout = head_timeout
+        self._idle_timeout = idle_timeout
+        self.write_limit = write_limit
         self.connections: set[_Connection] = set()
+        self.per_address: dict[str, int] = {}
         self.connections_total = 0
+        self.refused: dict[str, int] = {}
         self.server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def head_timeout(self) -> float:
+        return self._head_timeout if self._head_timeout is not None else HEAD_TIMEOUT
+
+    @property
+    def idle_timeout(self) -> float:
+        return self._idle_timeout if self._idle_timeout is not None else IDLE_TIMEOUT
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
@@ -105,19 +153,82 @@ class Agent:
         if self.server is not None:
             await self.server.wait_closed()
 
+    def count(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for conn in list(self.connections):
-                limit = HEAD_TIMEOUT if conn.buffer else IDLE_TIMEOUT
-                if not conn.busy and now - conn.last > limit:
+            await asyncio.sleep(min(1.0, self.head_timeout / 4, self.idle_timeout / 4))
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        for conn in list(self.connections):
+            if conn.busy:
+                continue
+            if conn.write_paused:  # answers not read by the client: bounded by idle_timeout
+                if now - conn.paused_since > self.idle_timeout:
+                    self.count("write-timeout")
                     conn.close()
+            elif conn.started is not None:
+                if now - conn.started > self.head_timeout:
+                    self.count("head-timeout")
+                    log.info("agent: %s: request not complete in time, closed", conn.peer)
+                    conn.close()
+            elif now - conn.idle_since > self.idle_timeout:
+                self.count("idle-timeout")
+                conn.close()
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admit(self, conn: _Connection) -> bool:
+        """Room for a new connection (evicting the stalest evictable one if needed)."""
+        addr = conn.peer
+        if len(self.connections) >= self.max_connections and not self._evict(None):
+            self.count("connection-limit")
+            log.info("agent: %s: connection limit (%d), refused", addr, self.max_connections)
+            return False
+        if self.per_address.get(addr, 0) >= self.max_per_address and not self._evict(addr):
+            self.count("address-limit")
+            log.info("agent: %s: per-address limit (%d), refused", addr, self.max_per_address)
+            return False
+        self.connections.add(conn)
+        self.per_address[addr] = self.per_address.get(addr, 0) + 1
+        self.connections_total += 1
+        return True
+
+    def _evict(self, addr: str | None) -> bool:
+        """Close the stalest connection not waiting for a decision: a partial request first
+        (oldest first byte), else the longest idle. False when every one is busy."""
+        best: _Connection | None = None
+        best_key: tuple[int, float] | None = None
+        for conn in self.connections:
+            if conn.busy or conn.transport is None or (addr is not None and conn.peer != addr):
+                continue
+            key = (0, conn.started) if conn.started is not None else (1, conn.idle_since)
+            if best_key is None or key < best_key:
+                best, best_key = conn, key
+        if best is None:
+            return False
+        self.count("evicted")
+        log.info("agent: %s: closed to make room for a new connection", best.peer)
+        best.close()
+        self.forget(best)
+        return True
+
+    def forget(self, conn: _Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            left = self.per_address.get(conn.peer, 1) - 1
+            if left > 0:
+                self.per_address[conn.peer] = left
+            else:
+                self.per_address.pop(conn.peer, None)
 
     # -- requests ------------------------------------------------------------------------------
 
-    def answer(self, ident: Identity | Denied) -> bytes:
+    def answer(self, ident: Identity | Denied, peer: str = "") -> bytes:
         if isinstance(ident, Identity):
+            log.info("agent: %s: accepted %s", peer, ident.identity)
             return _response(200, identity_headers(ident))
         return _response(403, [("X-DANCE-Error", ident.code)])
 
@@ -131,6 +242,7 @@ class Agent:
             stats = self.http_auth.stats()
             stats["connections"] = len(self.connections)
             stats["connections_total"] = self.connections_total
+            stats.update({f"refused_{k}": v for k, v in self.refused.items()})
             return _response(
                 200, [("Content-Type", "application/json")], json.dumps(stats).encode()
             )
@@ -141,37 +253,123 @@ class _Connection(asyncio.Protocol):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.busy = False
+        self.peer = ""
+        self.reader = RequestReader(max_head=MAX_HEAD)
+        self.inbox = bytearray()  # received, not yet parsed
+        self.pending: list[RequestHead | h11.Data | EndOfRequest] = []
+        self.head: RequestHead | None = None
+        self.error: HttpError | None = None  # refusal pending behind earlier requests
+        self.body = 0
+        self.busy = False  # a decision is being made (DNS lookup)
         self.closing = False
-        self.trusted = False
-        self.last = time.monotonic()
+        self.write_paused = False
+        self.paused_since = 0.0
+        self.started: float | None = None  # first byte of the current request
+        self.idle_since = time.monotonic()
+
+    # -- transport callbacks --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.trusted = self.agent.trusted.trusts(peer[0] if peer else None)
-        self.agent.connections.add(self)
-        self.agent.connections_total += 1
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if peername else ""
+        agent = self.agent
+        if not agent.trusted.trusts(self.peer or None):
+            agent.count("untrusted-source")
+            log.info("agent: %s: untrusted source, closed at accept", self.peer)
+            self.closing = True
+            transport.abort()
+            return
+        if not agent.admit(self):
+            self.closing = True
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=agent.write_limit)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.agent.connections.discard(self)
+        self.agent.forget(self)
         self.transport = None
+        self.inbox.clear()
+        self.pending.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.paused_since = time.monotonic()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.busy and not self.closing:
+            self.transport.resume_reading()
+            self._process()
 
     def close(self) -> None:
+        self.closing = True
         if self.transport is not None:
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        self.buffer += data
-        if not self.busy:
-            try:
-                self._process()
-            except Exception:  # never a traceback to the peer; fail closed
-                log.exception("agent: internal error")
-                self._send(self.agent.refuse("internal-error", "not-authenticated"), close=True)
+        if self.closing:
+            return
+        if self.started is None:
+            self.started = time.monotonic()
+        self.inbox += data
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close; answers already written are flushed first
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        try:
+            self._run()
+        except HttpError as exc:
+            self.agent.count(exc.reason)
+            log.info("agent: %s: bad request (%s): %s", self.peer, exc.reason, exc)
+            code = "request-too-large" if exc.reason == "head-too-large" else "bad-request"
+            self._send(self.agent.refuse(code), close=True)
+        except Exception:  # never a traceback to the peer; fail closed
+            log.exception("agent: internal error")
+            self._send(self.agent.refuse("internal-error", "not-authenticated"), close=True)
+
+    def _run(self) -> None:
+        while not self.busy and not self.closing and not self.write_paused:
+            if not self.pending:
+                if self.error is not None:
+                    raise self.error  # after the answers to the requests before it
+                if not self.inbox:
+                    break
+                piece = bytes(self.inbox[:_SLICE])
+                del self.inbox[:_SLICE]
+                try:
+                    self.pending = self.reader.feed(piece)
+                except HttpError as exc:
+                    self.pending, self.error = exc.events, exc
+                self.pending.reverse()
+                if self.reader.closed:
+                    self.inbox.clear()
+                continue
+            event = self.pending.pop()
+            if isinstance(event, RequestHead):
+                self.head, self.body = event, 0
+                if self.started is None:
+                    self.started = time.monotonic()
+                if event.chunked:
+                    raise HttpError("chunked", "the agent takes no request body")
+                if event.length > MAX_BODY:
+                    raise HttpError("body-too-large", f"Content-Length {event.length}")
+            elif isinstance(event, EndOfRequest):
+                head, self.head = self.head, None
+                assert head is not None
+                now = time.monotonic()
+                more = bool(self.inbox or self.pending or self.reader.buffered)
+                self.started = now if more else None  # the next request's deadline starts now
+                self.idle_since = now
+                self._request(head, close=not event.keep_alive)
+            # h11.Data: a body, discarded (length checked above)
 
     def _send(self, payload: bytes, *, close: bool = False) -> None:
         if self.transport is None:
@@ -179,65 +377,22 @@ class _Connection(asyncio.Protocol):
         self.transport.write(payload)
         if close:
             self.closing = True
-            self.buffer = b""
+            self.inbox.clear()
+            self.pending.clear()
             self.transport.close()
 
-    def _process(self) -> None:
-        while self.buffer and not self.busy and not self.closing:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_HEAD:
-                    self._send(self.agent.refuse("request-too-large"), close=True)
-                return
-            if end > MAX_HEAD:
-                self._send(self.agent.refuse("request-too-large"), close=True)
-                return
-            head = self.buffer[:end].decode("latin-1")
-            lines = head.split("\r\n")
-            parts = lines[0].split(" ")
-            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-                self._send(self.agent.refuse("bad-request"), close=True)
-                return
-            method, target, version = parts
-            headers: dict[str, str] = {}
-            duplicated: set[str] = set()
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if not sep or not name or name != name.strip():
-                    self._send(self.agent.refuse("bad-request"), close=True)
-                    return
-                key = name.lower()
-                if key in headers:
-                    duplicated.add(key)
-                headers[key] = value.strip(" \t")
-            if "transfer-encoding" in headers:
-                self._send(self.agent.refuse("bad-request"), close=True)
-                return
-            length_text = headers.get("content-length", "0")
-            if not length_text.isdigit() or int(length_text) > MAX_BODY:
-                self._send(self.agent.refuse("bad-request"), close=True)
-                return
-            total = end + 4 + int(length_text)
-            if len(self.buffer) < total:
-                return  # wait for the body (discarded)
-            self.buffer = self.buffer[total:]
-            conn = headers.get("connection", "").lower()
-            close = conn == "close" or (version == "HTTP/1.0" and conn != "keep-alive")
-            self._request(method, target, headers, duplicated, close)
-
-    def _request(
-        self,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        duplicated: set[str],
-        close: bool,
-    ) -> None:
+    def _request(self, head: RequestHead, *, close: bool) -> None:
         agent = self.agent
-        if not self.trusted:
-            self._send(agent.refuse("untrusted-source", UNTRUSTED_SOURCE), close=True)
-            return
-        path = target.split("?", 1)[0]
+        request = head.request
+        headers: dict[str, str] = {}
+        duplicated: set[str] = set()
+        for raw, value in request.headers.raw_items():
+            key = normalize_name(raw)
+            if key in headers:
+                duplicated.add(key)
+            headers[key] = value.decode("latin-1")
+        method = request.method.decode("ascii")
+        path = request.target.decode("ascii").split("?", 1)[0]
         if path != agent.auth_path:
             self._send(agent.other(method, path), close=close)
             return
@@ -254,11 +409,11 @@ class _Connection(asyncio.Protocol):
             headers.get(agent.name_header),
         )
         if isinstance(prepared, Denied):
-            self._send(agent.answer(prepared), close=close)
+            self._send(agent.answer(prepared, self.peer), close=close)
             return
         result = http_auth.decide_cached(*prepared)
         if result is not None:
-            self._send(agent.answer(result), close=close)
+            self._send(agent.answer(result, self.peer), close=close)
             return
         self.busy = True
         if self.transport is not None:
@@ -268,7 +423,6 @@ class _Connection(asyncio.Protocol):
 
     def _resume(self, task: asyncio.Future[Identity | Denied], close: bool) -> None:
         self.busy = False
-        self.last = time.monotonic()
         if task.cancelled():
             self.close()
             return
@@ -277,7 +431,8 @@ class _Connection(asyncio.Protocol):
             log.error("agent: authentication raised", exc_info=exc)
             self._send(self.agent.refuse("internal-error", "not-authenticated"), close=True)
             return
-        self._send(self.agent.answer(task.result()), close=close)
+        self._send(self.agent.answer(task.result(), self.peer), close=close)
         if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
-            self.data_received(b"")
+            if not self.write_paused:
+                self.transport.resume_reading()
+            self._process()

@@ -5,7 +5,8 @@
 
 For every HTTP request (and WebSocket handshake):
 
-1. incoming ``X-DANCE-Client-ID`` / ``X-DANCE-User`` headers are removed, always;
+1. incoming ``X-DANCE-Client-ID`` / ``X-DANCE-User`` headers are removed, always, in any case
+   and with ``_`` for ``-`` (``X_Dance_Client_ID``);
 2. the certificate header counts only when the peer is a trusted proxy; otherwise 403;
 3. the claimed ClientName comes from the ``X-DANCE-Client-Name`` header, else from the JSON body
    field ``dane_clientid`` (the body is buffered, capped and replayed to the application), else
@@ -32,6 +33,7 @@ from dance.http.core import (
     identity_headers,
     name_from_json_body,
 )
+from dance.http.h1 import normalize_name
 from dance.identity import Identity
 
 __all__ = ["DanceMiddleware", "Scope", "authenticate_scope"]
@@ -44,14 +46,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_STRIP = frozenset(h.encode("latin-1") for h in IDENTITY_HEADERS)
+_STRIP = frozenset(normalize_name(h) for h in IDENTITY_HEADERS)
 
 
 def _header_getter(headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], list[str]]:
+    """Values by header name, names compared lower-cased with ``_`` read as ``-``: a
+    ``Client_Cert`` next to a ``Client-Cert`` counts as a second certificate header."""
     table: dict[str, list[str]] = {}
     for key, value in headers:
-        table.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    return lambda name: table.get(name, [])
+        table.setdefault(normalize_name(key), []).append(value.decode("latin-1"))
+    return lambda name: table.get(normalize_name(name), [])
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes] | None:
@@ -125,7 +129,9 @@ class DanceMiddleware:
             await self.app(scope, receive, send)
             return
         scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _STRIP]
+        scope["headers"] = [
+            (k, v) for k, v in scope.get("headers", ()) if normalize_name(k) not in _STRIP
+        ]
         if scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return

@@ -3,7 +3,8 @@
     app.wsgi_app = DanceWSGIMiddleware(app.wsgi_app, http_auth=HttpAuth(authenticator),
                                        settings=RequestSettings(...))
 
-Same rules as the ASGI middleware: identity headers stripped, certificate headers trusted only
+Same rules as the ASGI middleware: identity headers stripped (any ``HTTP_`` key that names one
+in any case, with ``-`` or ``_``), certificate headers trusted only
 from ``REMOTE_ADDR`` in the trusted proxies, claimed name from ``X-DANCE-Client-Name`` or the
 JSON body field (buffered, capped, handed back to the application as ``wsgi.input``), 403 with
 ``{"error": "forbidden", "code": ...}`` on failure. The identity is ``environ["dance.identity"]``
@@ -42,11 +43,18 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-_STRIP = tuple("HTTP_" + h.upper().replace("-", "_") for h in IDENTITY_HEADERS)
+_STRIP = frozenset("HTTP_" + h.upper().replace("-", "_") for h in IDENTITY_HEADERS)
 
 
 def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _strip_identity(environ: Environ) -> None:
+    """Remove every identity header, whatever the server made of its case, ``-`` or ``_``."""
+    for key in [k for k in environ if k[:5].upper() == "HTTP_"]:
+        if _environ_key(key[5:]) in _STRIP:
+            del environ[key]
 
 
 def current_identity(environ: Environ) -> Identity | None:
@@ -90,8 +98,7 @@ class DanceWSGIMiddleware:
         self._loop.stop()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        for key in _STRIP:
-            environ.pop(key, None)
+        _strip_identity(environ)
         if environ.get("PATH_INFO") in self.exempt:
             return self.app(environ, start_response)
         try:

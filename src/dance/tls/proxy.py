@@ -5,6 +5,7 @@ No backend connection is opened before the client is authenticated (the handler 
 :func:`dance.tls.serve` only runs then). ``tcp`` mode: a PROXY protocol v2 header first, with the
 identity in a custom TLV (0xE0-0xEF, default 0xE0). ``http`` mode: each request head gets the
 identity in a header (``X-DANCE-Client-ID`` by default); copies sent by the client are removed.
+Requests are parsed strictly and re-serialized (`dance.http.relay`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dance.auth import Authenticator
+from dance.http.relay import relay_http
 from dance.identity import Identity
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
@@ -26,7 +28,6 @@ __all__ = ["DEFAULT_HEADER", "ProxyConfig", "ProxyError", "start_proxy"]
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER = "X-DANCE-Client-ID"
-MAX_HEAD = 64 * 1024
 _CHUNK = 64 * 1024
 
 
@@ -58,6 +59,7 @@ class ProxyStats:
         self.backend_failures = 0
         self.requests = 0
         self.stripped_headers = 0
+        self.refused: dict[str, int] = {}  # http mode: refused requests by reason
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -69,111 +71,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
     except (OSError, asyncio.IncompleteReadError):
         pass
-
-
-def rewrite_head(head: bytes, header: str, identity: str) -> tuple[bytes, int, bool, int]:
-    """One request head with every ``header`` line removed and ours added after the request
-    line. Returns (new head, body length, chunked, lines stripped); ProxyError when malformed."""
-    lines = head.split(b"\r\n")
-    if len(lines) < 2 or lines[-1] != b"" or lines[-2] != b"":
-        raise ProxyError("request head must end with an empty line")
-    request, fields = lines[0], lines[1:-2]
-    wanted = header.lower().encode("ascii")
-    kept: list[bytes] = []
-    length, chunked, stripped = 0, False, 0
-    for line in fields:
-        if line[:1] in (b" ", b"\t"):
-            raise ProxyError("obsolete header folding")
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise ProxyError("malformed header line")
-        lname = name.lower()
-        if lname == wanted:
-            stripped += 1
-            continue
-        if lname == b"content-length":
-            if not value.strip().isdigit():
-                raise ProxyError("bad Content-Length")
-            new = int(value.strip())
-            if length and new != length:
-                raise ProxyError("conflicting Content-Length")
-            length = new
-        elif lname == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings[-1:] != [b"chunked"]:
-                raise ProxyError("unsupported Transfer-Encoding")
-            chunked = True
-        kept.append(line)
-    if chunked and length:
-        raise ProxyError("both Content-Length and chunked")
-    ours = header.encode("ascii") + b": " + identity.encode("ascii")
-    return b"\r\n".join([request, ours, *kept, b"", b""]), length, chunked, stripped
-
-
-async def _copy_exact(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-    while n > 0:
-        data = await reader.read(min(n, _CHUNK))
-        if not data:
-            raise asyncio.IncompleteReadError(b"", n)
-        writer.write(data)
-        await writer.drain()
-        n -= len(data)
-
-
-async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ProxyError("bad chunk size") from None
-        writer.write(line)
-        if size == 0:
-            while True:  # trailers, then the empty line
-                trailer = await reader.readuntil(b"\r\n")
-                writer.write(trailer)
-                if trailer == b"\r\n":
-                    await writer.drain()
-                    return
-        await _copy_exact(reader, writer, size + 2)
-
-
-async def _http_requests(
-    reader: asyncio.StreamReader,
-    backend: asyncio.StreamWriter,
-    config: ProxyConfig,
-    identity: str,
-    stats: ProxyStats,
-) -> None:
-    try:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    log.info("client closed mid-request")
-                break
-            except asyncio.LimitOverrunError:
-                log.info("request head over %d bytes", MAX_HEAD)
-                break
-            new, length, chunked, stripped = rewrite_head(head, config.header, identity)
-            stats.requests += 1
-            stats.stripped_headers += stripped
-            backend.write(new)
-            if chunked:
-                await _copy_chunked(reader, backend)
-            elif length:
-                await _copy_exact(reader, backend, length)
-            await backend.drain()
-    except ProxyError as exc:
-        log.info("refusing a malformed request: %s", exc)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            if backend.can_write_eof():
-                backend.write_eof()
 
 
 class Proxy:
@@ -210,10 +107,17 @@ class Proxy:
         try:
             if cfg.mode == "tcp":
                 b_writer.write(header)
-                upstream = _pipe(reader, b_writer)
-            else:
-                upstream = _http_requests(reader, b_writer, cfg, identity.identity, self.stats)
-            await asyncio.gather(upstream, _pipe(b_reader, writer))
+                await asyncio.gather(_pipe(reader, b_writer), _pipe(b_reader, writer))
+            else:  # strict parsing and re-serialization: dance.http.relay
+                await relay_http(
+                    reader,
+                    writer,
+                    b_reader,
+                    b_writer,
+                    header=cfg.header,
+                    identity=identity.identity,
+                    stats=self.stats,
+                )
         finally:
             b_writer.close()
             with contextlib.suppress(OSError):

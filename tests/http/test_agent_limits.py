@@ -1,0 +1,185 @@
+"""`dance agent` under abuse: slow clients, a pipelining client that never reads, untrusted
+sources, header name variants, and `-v` logging every decision."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dance.http.agent import Agent
+from tests.http.common import DEVICE, Identities, b64, make_http_auth, make_identities
+from tests.http.test_agent import _AgentThread, ask, raw
+
+
+@pytest.fixture(scope="module")
+def ids() -> Identities:
+    return make_identities()
+
+
+def stats(port: int) -> dict[str, int]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/stats")
+    doc: dict[str, int] = json.loads(conn.getresponse().read())
+    conn.close()
+    return doc
+
+
+@contextlib.contextmanager
+def sockets(port: int, count: int) -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            opened.append(s)
+        yield opened
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_slow_clients_cannot_starve_healthz(ids: Identities) -> None:
+    """100 clients dripping a request head (limit 50 connections): /healthz still answers, the
+    drippers are evicted or cut at the request deadline, and the refusals are counted."""
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth, max_connections=50, head_timeout=3.0)
+    with _AgentThread(agent) as port, sockets(port, 100) as slow:
+        for s in slow:
+            with contextlib.suppress(OSError):
+                s.sendall(b"GET /auth HTTP/1.1\r\n")
+        for round_ in range(3):
+            for s in slow:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X")  # a byte now and then: must not restart the deadline
+            for _ in range(3):
+                r = ask(port, {}, "/healthz")
+                assert r.status == 200, round_
+            time.sleep(0.5)
+        assert len(agent.connections) <= 50
+        time.sleep(4.5)  # past the request deadline counted from the first byte
+        for s in slow:
+            with contextlib.suppress(OSError):
+                s.sendall(b"Y")
+        time.sleep(1.5)
+        doc = stats(port)
+    assert doc["refused_evicted"] >= 50
+    assert doc.get("refused_head-timeout", 0) >= 1
+    assert doc["connections"] <= 2  # every dripper is gone
+
+
+def test_head_deadline_counts_from_the_first_byte(ids: Identities) -> None:
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth, head_timeout=1.5, idle_timeout=60)
+    with _AgentThread(agent) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(20)
+        start = time.monotonic()
+        s.sendall(b"GET /auth HTTP/1.1\r\n")
+        closed = False
+        while time.monotonic() - start < 15:
+            try:
+                s.sendall(b"X")  # a byte every 0.2 s: the old per-byte timer never fired
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+        assert closed or s.recv(10) == b""
+    assert agent.refused["head-timeout"] == 1
+
+
+def test_pipelining_non_reader_is_bounded(ids: Identities) -> None:
+    """A trusted client pipelines /healthz requests and never reads: the agent stops reading
+    once its write buffer is full, so what it holds stays bounded."""
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth, write_limit=16 * 1024, idle_timeout=60)
+    request = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    with _AgentThread(agent) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 60
+        last_progress = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_progress < 3:
+            try:
+                sent += s.send(request * 256)
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.05)
+        (conn,) = agent.connections
+        while time.monotonic() < deadline and not conn.write_paused:
+            time.sleep(0.1)
+        assert conn.write_paused  # the agent stopped reading: TCP pushes the client back
+        time.sleep(0.5)
+        held = conn.transport.get_write_buffer_size() if conn.transport else 0
+        held += len(conn.inbox) + conn.reader.buffered + 64 * len(conn.pending)
+        assert held < 512 * 1024, held  # not the megabytes sent
+        assert sent > held * 4
+        # Reading resumes when the client reads.
+        s.setblocking(True)
+        s.settimeout(10)
+        got = 0
+        while got < 2 * 1024 * 1024:
+            data = s.recv(65536)
+            if not data:
+                break
+            got += len(data)
+        assert got >= 2 * 1024 * 1024
+    assert http_auth.stats().get("requests", 0) == 0  # /healthz is not an authentication
+
+
+def test_untrusted_source_closed_at_accept(ids: Identities) -> None:
+    http_auth, source = make_http_auth(ids)
+    agent = Agent(http_auth, trusted_proxies=["192.0.2.0/24"])
+    with _AgentThread(agent) as port:
+        # Nothing sent: the agent closes anyway (it decides before reading).
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with s, contextlib.suppress(ConnectionResetError):
+            assert s.recv(100) == b""
+        assert agent.refused == {"untrusted-source": 1}
+        assert agent.connections == set()
+    assert source.queries == []
+
+
+def test_per_address_cap(ids: Identities) -> None:
+    """At the per-address cap a busy-free connection of that address is evicted; with none
+    evictable the new connection is refused."""
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth, max_per_address=3)
+    with _AgentThread(agent) as port, sockets(port, 5):
+        time.sleep(0.3)
+        assert len(agent.connections) == 3
+        assert agent.refused["evicted"] == 2
+        assert ask(port, {}, "/healthz").status == 200
+
+
+def test_header_name_variants_are_duplicates(ids: Identities) -> None:
+    http_auth, _ = make_http_auth(ids)
+    with _AgentThread(Agent(http_auth)) as port:
+        cert = b64(ids.device)
+        r = ask(port, {"Client-Cert": cert, "Client_Cert": cert})
+        assert (r.status, r.getheader("X-DANCE-Error")) == (403, "bad-client-certificate")
+        r = ask(port, {"Client-Cert": cert, "x_dance_client_name": "other._device.example.test"})
+        assert (r.status, r.getheader("X-DANCE-Error")) == (403, "not-authenticated")
+        r = ask(port, {"Client_Cert": cert})  # a variant alone names the same header
+        assert (r.status, r.getheader("X-DANCE-Client-ID")) == (200, DEVICE)
+        out = raw(
+            port, b"GET /auth HTTP/1.1\r\nHost: a\nClient-Cert: x\r\n\r\n", read_until_close=False
+        )
+        assert out.startswith(b"HTTP/1.1 403 ")
+    assert http_auth.stats()["denied_cert-several-headers"] == 1
+
+
+def test_verbose_logs_every_decision(ids: Identities, caplog: pytest.LogCaptureFixture) -> None:
+    http_auth, _ = make_http_auth(ids)
+    caplog.set_level(logging.INFO, logger="dance")
+    with _AgentThread(Agent(http_auth)) as port:
+        assert ask(port, {"Client-Cert": b64(ids.device)}).status == 200
+        assert ask(port, {"Client-Cert": b64(ids.impostor)}).status == 403
+    text = caplog.text
+    assert f"accepted {DEVICE}" in text
+    assert "denied: not-authenticated (no-match)" in text

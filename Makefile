@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_message.py
 	$(BIN)/python bench/bench_tls.py
 	$(BIN)/python bench/bench_ssh.py
+	$(BIN)/python bench/bench_proxy_http.py
 
 clean:
 	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -30,12 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from dance import certs, make_record  # noqa: E402
-from tests.http.frontends import (  # noqa: E402
+from dance.testkit.frontends import (  # noqa: E402
     Proc,
     client_files,
     nginx_conf,
@@ -43,7 +42,7 @@ from tests.http.frontends import (  # noqa: E402
     start_agent,
     start_nginx,
 )
-from tests.integration.servers import KnotZone, dnskey_anchor, free_port, start_knot  # noqa: E402
+from dance.testkit.servers import KnotZone, dnskey_anchor, free_port, start_knot  # noqa: E402
 
 NAME = "sensor7._device.example.test"
 SOA = "@ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60"

@@ -19,13 +19,16 @@ from dance.testkit.frontends import (
     wait_port,
     wsgi_backend,
 )
+from dance.testkit.servers import Proc, free_port
 
 __all__ = [
     "DANCE",
     "HAPROXY_LUA",
+    "Proc",
     "TlsFiles",
     "client_files",
     "echo_backend",
+    "free_port",
     "haproxy_conf",
     "https_get",
     "nginx_conf",

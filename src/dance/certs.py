@@ -165,9 +165,11 @@ def issue_certificate(
     mailbox: str | None = None,
     client_auth: bool = True,
     common_name: str | None = None,
+    server_auth: bool = False,
 ) -> x509.Certificate:
     """Issue an end-entity certificate for a device (SAN dNSName = its ClientName) or a user
-    (SAN dNSName = the domain, plus a ``uid`` otherName and/or a mailbox)."""
+    (SAN dNSName = the domain, plus a ``uid`` otherName and/or a mailbox); ``server_auth`` for
+    a TLS server (SAN dNSName = its host names)."""
     if not dns_names:
         raise ValueError("at least one SAN dNSName is required")
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
@@ -186,10 +188,11 @@ def issue_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     builder = builder.add_extension(_aki(ca_cert), critical=False)
-    if client_auth:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else []
+    if server_auth:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     return builder.sign(ca_key, _hash_for(ca_key))
 
 

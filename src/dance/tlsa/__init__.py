@@ -1,7 +1,14 @@
 """TLSA records: the value type, generation from certificates and keys, and RFC 7671 matching."""
 
 from dance.tlsa.generate import all_records, association_data, make_record
-from dance.tlsa.match import DEFAULT_POLICY, MatchPolicy, usable_records, verify
+from dance.tlsa.match import (
+    DEFAULT_POLICY,
+    MatchPolicy,
+    server_owner,
+    usable_records,
+    verify,
+    verify_server,
+)
 from dance.tlsa.record import MalformedRecord, MatchingType, Selector, TLSARecord, Usage
 
 __all__ = [
@@ -15,6 +22,8 @@ __all__ = [
     "all_records",
     "association_data",
     "make_record",
+    "server_owner",
     "usable_records",
     "verify",
+    "verify_server",
 ]

@@ -33,6 +33,7 @@ import datetime
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -251,20 +252,103 @@ def _verify(
         if record.usage == 3 and ee.digest(record.selector, record.mtype) == record.data:
             return Identity(name.text, name.text, 3, record.selector, record.mtype, 0)
 
+    subject = _ClientSubject(name, user)
     ta_records = [r for r in usable if r.usage == 2]
     if ta_records:
-        result = _verify_dane_ta(name, chain, ta_records, now, policy, user, failures)
+        result = _verify_dane_ta(subject, chain, ta_records, now, policy, failures)
         if result is not None:
             return result
 
     pkix_records = [r for r in usable if r.usage in (0, 1)]
     if pkix_records:
-        result = _verify_pkix(name, chain, pkix_records, now, policy, user, failures)
+        result = _verify_pkix(subject, chain, pkix_records, now, policy, failures)
         if result is not None:
             return result
 
     assert failures.best is not None
     return failures.best
+
+
+# --- who is being authenticated: a client (ClientName) or a server (reference host names) -------
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientSubject:
+    name: ClientName
+    user: bool
+
+    @property
+    def text(self) -> str:
+        return self.name.text
+
+    def finish(self, ee: Cert, record: TLSARecord, depth: int) -> Identity | Rejection:
+        return _finish(self.name, ee, record, depth, self.user)
+
+    def eku_problem(self, cert: x509.Certificate, policy: MatchPolicy) -> str | None:
+        return _eku_problem(cert) if policy.require_client_auth_eku else None
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerSubject:
+    owner: str  # the TLSA owner name, _PORT._tcp.HOST
+    reference: tuple[str, ...]  # host names the certificate must name (DANE-TA, PKIX)
+
+    @property
+    def text(self) -> str:
+        return self.owner
+
+    def finish(self, ee: Cert, record: TLSARecord, depth: int) -> Identity | Rejection:
+        matched = _server_name_match(ee.certificate, self.reference)
+        if matched is None:
+            return Rejection(
+                Reason.NAME_MISMATCH,
+                f"the server certificate names none of {', '.join(self.reference)}",
+                self.owner,
+            )
+        return Identity(matched, self.owner, record.usage, record.selector, record.mtype, depth)
+
+    def eku_problem(self, cert: x509.Certificate, policy: MatchPolicy) -> str | None:
+        try:
+            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return None
+        if (
+            ExtendedKeyUsageOID.SERVER_AUTH in eku
+            or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+        ):
+            return None
+        return "extended key usage does not allow server authentication"
+
+
+_Subject = _ClientSubject | _ServerSubject
+
+
+def _wildcard_match(pattern: str, host: str) -> bool:
+    """RFC 6125 section 6.4.3, as RFC 7671 section 7 allows: ``*`` only as the whole leftmost
+    label, matching exactly one label, never in a public-suffix-like two-label name."""
+    if pattern == host:
+        return True
+    if not pattern.startswith("*.") or "*" in pattern[2:]:
+        return False
+    rest = pattern[2:]
+    if rest.count(".") < 1:
+        return False  # *.com, *.test: too broad
+    head, dot, tail = host.partition(".")
+    return bool(head) and dot == "." and tail == rest
+
+
+def _server_name_match(cert: x509.Certificate, reference: tuple[str, ...]) -> str | None:
+    """The reference name the certificate matches (SAN dNSName; the subject CN only when the
+    certificate has no dNSName at all, RFC 6125 section 6.4.4)."""
+    names = _dns_names(cert)
+    if not names:
+        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        names = [str(cn.value).lower() for cn in cns]
+    for ref in reference:
+        for presented in names:
+            if _wildcard_match(presented.rstrip("."), ref):
+                return ref
+    return None
 
 
 def _no_match_detail(usable: list[TLSARecord]) -> str:
@@ -346,12 +430,11 @@ def _signed_by_key(child: Cert, key: CertificatePublicKeyTypes) -> bool:
 
 
 def _verify_dane_ta(
-    name: ClientName,
+    subject: _Subject,
     chain: CertificateChain,
     records: list[TLSARecord],
     now: datetime.datetime,
     policy: MatchPolicy,
-    user: bool,
     failures: _Failures,
 ) -> Identity | None:
     anchors = _dns_anchors(records, policy)
@@ -365,10 +448,10 @@ def _verify_dane_ta(
         return None
 
     def check(path: list[Cert], record: TLSARecord, depth: int, anchor: Cert | None) -> Result:
-        rejection = _check_path(name, path, anchor, now, policy)
+        rejection = _check_path(subject, path, anchor, now, policy)
         if rejection is not None:
             return rejection
-        return _finish(name, path[0], record, depth, user)
+        return subject.finish(path[0], record, depth)
 
     def search(path: list[Cert]) -> Identity | None:
         if len(path) > policy.max_path_length:
@@ -420,7 +503,7 @@ def _verify_dane_ta(
 
 
 def _check_path(
-    name: ClientName,
+    subject: _Subject,
     path: list[Cert],
     anchor: Cert | None,
     now: datetime.datetime,
@@ -431,31 +514,32 @@ def _check_path(
         c = cert.certificate
         if now < c.not_valid_before_utc:
             return Rejection(
-                Reason.EXPIRED, f"certificate at depth {depth} is not yet valid", name.text
+                Reason.EXPIRED, f"certificate at depth {depth} is not yet valid", subject.text
             )
         if now > c.not_valid_after_utc:
-            return Rejection(Reason.EXPIRED, f"certificate at depth {depth} has expired", name.text)
+            return Rejection(
+                Reason.EXPIRED, f"certificate at depth {depth} has expired", subject.text
+            )
         problem = _critical_problem(c)
         if problem:
-            return Rejection(Reason.BAD_CHAIN, f"depth {depth}: {problem}", name.text)
+            return Rejection(Reason.BAD_CHAIN, f"depth {depth}: {problem}", subject.text)
         if depth >= 1:
             problem = _ca_problem(c, depth - 1, require_ca=True)
             if problem:
-                return Rejection(Reason.BAD_CHAIN, f"depth {depth}: {problem}", name.text)
+                return Rejection(Reason.BAD_CHAIN, f"depth {depth}: {problem}", subject.text)
     if anchor is not None:
         problem = _ca_problem(anchor.certificate, len(path) - 1, require_ca=False)
         if problem:
-            return Rejection(Reason.BAD_CHAIN, f"trust anchor: {problem}", name.text)
+            return Rejection(Reason.BAD_CHAIN, f"trust anchor: {problem}", subject.text)
     issuers = [c.certificate for c in path[1:]]
     if anchor is not None:
         issuers.append(anchor.certificate)
     problem = _name_constraints_problem(path[0].certificate, issuers)
     if problem:
-        return Rejection(Reason.BAD_CHAIN, problem, name.text)
-    if policy.require_client_auth_eku:
-        problem = _eku_problem(path[0].certificate)
-        if problem:
-            return Rejection(Reason.BAD_EKU, problem, name.text)
+        return Rejection(Reason.BAD_CHAIN, problem, subject.text)
+    problem = subject.eku_problem(path[0].certificate, policy)
+    if problem:
+        return Rejection(Reason.BAD_EKU, problem, subject.text)
     return None
 
 
@@ -599,42 +683,138 @@ def _finish(
 
 
 def _verify_pkix(
-    name: ClientName,
+    subject: _Subject,
     chain: CertificateChain,
     records: list[TLSARecord],
     now: datetime.datetime,
     policy: MatchPolicy,
-    user: bool,
     failures: _Failures,
 ) -> Identity | None:
     from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
     try:
-        verifier = (
+        builder = (
             PolicyBuilder()
             .store(Store(list(policy.trust_store)))
             .time(now)
             .max_chain_depth(policy.max_path_length)
-            .build_client_verifier()
         )
-        verified = verifier.verify(
-            chain.end_entity.certificate, [c.certificate for c in chain.certs[1:]]
-        )
+        intermediates = [c.certificate for c in chain.certs[1:]]
+        if isinstance(subject, _ServerSubject):
+            verified_chain = _pkix_server_chain(builder, chain, intermediates, subject.reference)
+        else:
+            verified_chain = (
+                builder.build_client_verifier()
+                .verify(chain.end_entity.certificate, intermediates)
+                .chain
+            )
     except VerificationError as exc:
-        failures.add(Rejection(Reason.BAD_CHAIN, f"PKIX validation failed: {exc}", name.text), 5)
+        failures.add(Rejection(Reason.BAD_CHAIN, f"PKIX validation failed: {exc}", subject.text), 5)
         return None
-    validated = [Cert.from_certificate(c) for c in verified.chain]
+    validated = [Cert.from_certificate(c) for c in verified_chain]
     for record in records:
         positions = [0] if record.usage == 1 else range(1, len(validated))
         for depth in positions:
             if validated[depth].digest(record.selector, record.mtype) == record.data:
-                if policy.require_client_auth_eku:
-                    problem = _eku_problem(validated[0].certificate)
-                    if problem:
-                        failures.add(Rejection(Reason.BAD_EKU, problem, name.text), 10)
-                        return None
-                result = _finish(name, validated[0], record, depth, user)
+                problem = subject.eku_problem(validated[0].certificate, policy)
+                if problem:
+                    failures.add(Rejection(Reason.BAD_EKU, problem, subject.text), 10)
+                    return None
+                result = subject.finish(validated[0], record, depth)
                 if isinstance(result, Identity):
                     return result
                 failures.add(result, 10)
     return None
+
+
+def _pkix_server_chain(
+    builder: Any,
+    chain: CertificateChain,
+    intermediates: list[x509.Certificate],
+    reference: tuple[str, ...],
+) -> list[x509.Certificate]:
+    """PKIX validation of a server chain for the first reference name that validates."""
+    from cryptography.x509.verification import VerificationError
+
+    last: VerificationError | None = None
+    for host in reference:
+        try:
+            verifier = builder.build_server_verifier(x509.DNSName(host))
+            return list(verifier.verify(chain.end_entity.certificate, intermediates))
+        except VerificationError as exc:
+            last = exc
+    raise last if last is not None else VerificationError("no reference name")
+
+
+# --- servers --------------------------------------------------------------------------------------
+
+
+def server_owner(host: str, port: int, protocol: str = "tcp") -> str:
+    """The TLSA owner name of a TLS service: ``_PORT._PROTOCOL.HOST`` (RFC 6698 section 3)."""
+    return f"_{port}._{protocol}.{host.rstrip('.').lower()}"
+
+
+def verify_server(
+    host: str,
+    presented: CertificateChain,
+    records: Iterable[TLSARecord | bytes | str | _DnsTLSA],
+    *,
+    now: datetime.datetime,
+    port: int = 443,
+    protocol: str = "tcp",
+    reference_names: Iterable[str] = (),
+    policy: MatchPolicy = DEFAULT_POLICY,
+) -> Result:
+    """Authenticate a TLS server's chain by the TLSA records at ``_PORT._PROTOCOL.HOST``.
+
+    RFC 6698/7671 (with RFC 7672's SMTP rules where they apply to any client): DANE-EE (3 x x)
+    matches the end-entity certificate or key with no name or validity checks; DANE-TA (2 x x)
+    needs a valid chain to the anchor whose end-entity certificate names ``host`` (or one of
+    ``reference_names``: a SAN dNSName, wildcards only as a whole leftmost label, and allows
+    serverAuth if it has an EKU). PKIX usages need ``policy.trust_store``. ``records`` must be the
+    DNSSEC-validated (secure) RRset; a caller with secure records that do not match must refuse the
+    connection, never fall back. Never raises for bad input.
+    """
+    try:
+        ref_host = parse_client_name(host).text
+        owner = server_owner(ref_host, port, protocol)
+        reference = tuple(
+            dict.fromkeys([ref_host, *(n.rstrip(".").lower() for n in reference_names)])
+        )
+    except (InvalidName, ValueError) as exc:
+        return Rejection(Reason.MALFORMED_INPUT, f"server name: {exc}")
+    if now.tzinfo is None:
+        return Rejection(Reason.MALFORMED_INPUT, "now must be timezone-aware", owner)
+    if not isinstance(presented, CertificateChain):
+        return Rejection(Reason.MALFORMED_INPUT, "a server presents a certificate chain", owner)
+    try:
+        records_list, unreadable = _coerce_records(records)
+        if not records_list and not unreadable:
+            return Rejection(Reason.NO_RECORDS, "no TLSA records", owner)
+        usable = usable_records(records_list, policy=policy)
+        if not usable:
+            return Rejection(Reason.NO_USABLE_RECORDS, "no record is usable", owner)
+        ee = presented.end_entity
+        for record in usable:
+            if record.usage == 3 and ee.digest(record.selector, record.mtype) == record.data:
+                return Identity(ref_host, owner, 3, record.selector, record.mtype, 0)
+        failures = _Failures()
+        failures.add(Rejection(Reason.NO_MATCH, _no_match_detail(usable), owner), 0)
+        subject = _ServerSubject(owner, reference)
+        ta = [r for r in usable if r.usage == 2]
+        if ta:
+            result = _verify_dane_ta(subject, presented, ta, now, policy, failures)
+            if result is not None:
+                return result
+        pkix = [r for r in usable if r.usage in (0, 1)]
+        if pkix:
+            result = _verify_pkix(subject, presented, pkix, now, policy, failures)
+            if result is not None:
+                return result
+        assert failures.best is not None
+        return failures.best
+    except (CredentialError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return Rejection(Reason.MALFORMED_INPUT, f"unreadable credential: {exc}", owner)
+    except Exception as exc:  # never an accept, never an exception to the caller
+        log.warning("unexpected error while verifying server %s", owner, exc_info=True)
+        return Rejection(Reason.MALFORMED_INPUT, f"unreadable credential: {exc}", owner)

@@ -753,8 +753,8 @@ class Authority:
             if state is None:
                 return False
             message = dns.message.make_query(origin, RdataType.SOA)
+            message.flags = dns.flags.AA  # (the opcode lives in the flags: set it after)
             message.set_opcode(dns.opcode.NOTIFY)
-            message.flags = dns.flags.AA
             soa = state.zone.snapshot.soa
             message.answer.append(dns.rrset.from_rdata_list(origin, soa.ttl, list(soa)))
             if self._notify_keyring is not None:

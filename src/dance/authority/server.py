@@ -836,22 +836,40 @@ class Authority:
     # ---------------------------------------------------------- connections
 
     def _admit(self, client: str, now: float) -> str | None:
-        """None to accept a new connection from ``client``, else the refusal reason. At the
-        total cap, the connection that has gone longest without progress (and at least
-        ``tcp_evict_after``) is closed to make room: stalled readers and idle clients yield to
-        new ones, active transfers and queries do not."""
+        """None to accept a new connection from ``client``, else the refusal reason.
+
+        At the total cap, room is made by closing one connection of an address that holds
+        more than the newcomer's: at least two more, or one more if that connection has made
+        no progress (no message read, no reply taken) for ``tcp_evict_after``. Connections
+        without progress go first, then those of the address holding the most. Clients with
+        equal shares cannot displace each other (no churn among attackers), a client with few
+        connections always gets one from a client with many, and idle or stalled connections
+        make room first. Deadlines close the others in time."""
         limits = self.limits
-        if sum(1 for c in self._conns.values() if c.client == client) >= limits.max_tcp_per_client:
+        counts: dict[str, int] = {}
+        for conn in self._conns.values():
+            counts[conn.client] = counts.get(conn.client, 0) + 1
+        mine = counts.get(client, 0)
+        if mine >= limits.max_tcp_per_client:
             return "tcp-per-address"
         if len(self._conns) >= limits.max_tcp_connections:
-            stale = [c for c in self._conns.values() if now - c.progress >= limits.tcp_evict_after]
-            if not stale:
+            after = limits.tcp_evict_after
+            candidates = [
+                c
+                for c in self._conns.values()
+                if counts[c.client] >= mine + 2
+                or (counts[c.client] >= mine + 1 and now - c.progress >= after)
+            ]
+            if not candidates:
                 return "tcp-total"
-            victim = min(stale, key=lambda c: c.progress)
+            victim = max(
+                candidates,
+                key=lambda c: (now - c.progress >= after, counts[c.client], now - c.progress),
+            )
             del self._conns[victim.transport]
             victim.transport.abort()
             self._count_refusal("tcp-evicted")
-            log.debug("evicted a TCP connection from %s (no progress)", victim.client)
+            log.debug("evicted a TCP connection from %s to admit %s", victim.client, client)
         return None
 
     async def _on_connection(
@@ -916,6 +934,7 @@ class Authority:
                     data = await reader.readexactly(length)
                     conn.progress = loop.time()
                     await self._tcp_message(data, client, access, send, arm)
+                    await asyncio.sleep(0)  # pipelined queries: let other clients in between
         except TimeoutError:
             self._count_refusal("tcp-deadline")
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -1001,6 +1020,7 @@ class Authority:
             for wire in self._transfer_messages(transfer, chunks):
                 await send(wire)
                 count += 1
+                await asyncio.sleep(0)  # one message at a time: other clients in between
             self._log_transfer(transfer, count)
         finally:
             self._transfers -= 1

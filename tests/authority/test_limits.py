@@ -145,14 +145,16 @@ def _ask_from(address: str, port: int) -> bool:
 
 
 def test_at_the_cap_a_small_client_displaces_a_big_one(big_zone: Path) -> None:
-    """Four fresh connections from one address fill the server: a fifth from that address is
-    refused, one from another address displaces one of the four."""
-    limits = Limits(rate=0, max_tcp_connections=4, tcp_evict_after=30, tcp_idle_timeout=30)
+    """Four connections from one address fill the server: a fifth from that address is
+    refused; one from another address displaces one of the four once it has been without
+    progress for a tenth of ``tcp_evict_after`` (long before the full 2 s)."""
+    limits = Limits(rate=0, max_tcp_connections=4, tcp_evict_after=2, tcp_idle_timeout=30)
     with Authority(big_zone, limits=limits).start() as authority:
         held = [_connect_from("127.0.0.2", authority.port) for _ in range(4)]
         assert _wait(lambda: authority.connections == 4)
         assert not _ask_from("127.0.0.2", authority.port)  # same address: no swapping
         assert authority.stats.refused.get("tcp-total") == 1
+        time.sleep(0.3)
         assert _ask_from("127.0.0.3", authority.port)
         assert authority.stats.refused.get("tcp-evicted") == 1
         assert sum(_closed_within(s, 0.5) for s in held) == 1

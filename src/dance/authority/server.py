@@ -839,12 +839,14 @@ class Authority:
         """None to accept a new connection from ``client``, else the refusal reason.
 
         At the total cap, room is made by closing one connection of an address that holds
-        more than the newcomer's: at least two more, or one more if that connection has made
-        no progress (no message read, no reply taken) for ``tcp_evict_after``. Connections
-        without progress go first, then those of the address holding the most. Clients with
-        equal shares cannot displace each other (no churn among attackers), a client with few
-        connections always gets one from a client with many, and idle or stalled connections
-        make room first. Deadlines close the others in time."""
+        more than the newcomer's and that has made no progress (no message read, no reply
+        taken) for a while: at least two more connections and a tenth of
+        ``tcp_evict_after``, or one more and ``tcp_evict_after``. Connections without
+        progress for ``tcp_evict_after`` go first, then those of the address holding the most.
+        Clients with equal shares cannot displace each other (no churn among attackers), a
+        client with few connections gets one from a client with many, idle or stalled
+        connections make room first, and a connection at work (a transfer being read, queries
+        being answered) is never closed. Deadlines close the others in time."""
         limits = self.limits
         counts: dict[str, int] = {}
         for conn in self._conns.values():
@@ -857,7 +859,7 @@ class Authority:
             candidates = [
                 c
                 for c in self._conns.values()
-                if counts[c.client] >= mine + 2
+                if (counts[c.client] >= mine + 2 and now - c.progress >= after / 10)
                 or (counts[c.client] >= mine + 1 and now - c.progress >= after)
             ]
             if not candidates:

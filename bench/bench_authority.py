@@ -10,6 +10,16 @@ For a zone with N TLSA names (default 10,000) it prints, for each server:
 
 Run: .venv/bin/python bench/bench_authority.py [--names N] [--updates U] [--batch B] [--size S]
 (the figures go to stdout; knotd must be on PATH or in /usr/sbin for the peer).
+
+Two more modes (the long versions of tests in tests/authority):
+
+* ``--abuse [--seconds S] [--non-readers N] [--axfrs M]``: ``dance authority`` with its default
+  limits serving a zone of ``--names`` names (default here 3,000) under N TCP clients that never
+  read and M looping TSIG AXFRs; prints the latency of a legitimate client's UDP and TCP
+  queries (p50, p99, max) before and during the abuse;
+* ``--kill-rounds R``: R rounds of ``kill -9`` during dynamic, bulk and rollover updates, each
+  followed by a restart and the checks of tests/authority/test_crash.py (nothing acknowledged
+  lost, serial grown, kzonecheck / ldns-verify-zone, Unbound).
 """
 
 from __future__ import annotations
@@ -236,13 +246,76 @@ def bench_knot(tmp: Path, names: int, updates: int, batch: int, size: int) -> No
         print("knot       not installed (apt-get install knot): no peer figures")
 
 
+def bench_abuse(tmp: Path, names: int, seconds: float, readers: int, axfrs: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import json
+    import os
+
+    from dance.authority import write_tsig_key
+    from tests.authority.abuse import measure
+    from tests.authority.conftest import make_zone_dir
+    from tests.authority.test_abuse import serve
+
+    zone_dir, _ = make_zone_dir(tmp, "nsec")
+    with (zone_dir / "example.test.zone").open("a") as out:
+        for i in range(names):
+            out.write(f"d{i}._device.example.test. 300 IN TLSA 3 1 1 {i:064x}\n")
+    key = generate_tsig_key("xfr-key")
+    write_tsig_key(tmp / "xfr.key", key)
+    port = _free_port()
+    process = serve(zone_dir, tmp / "xfr.key", port, tmp / "authority.log")
+    try:
+        print(f"quiet:       {measure(port, 3.0).summary()}")
+        load = subprocess.Popen(
+            [sys.executable, "-m", "tests.authority.abuse", "--port", str(port),
+             "--key-line", key.to_line(), "--non-readers", str(readers), "--axfrs", str(axfrs),
+             "--seconds", str(seconds + 3)],
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+        time.sleep(2.0)
+        during = measure(port, seconds)
+        out, _ = load.communicate(timeout=seconds + 60)
+        print(f"under abuse: {during.summary()}")
+        print(f"abuse:       {json.loads(out.strip().splitlines()[-1])}")
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def bench_kill(tmp: Path, rounds: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.authority.test_crash import crash_rounds
+
+    started = time.monotonic()
+    result = crash_rounds(tmp, rounds, seed=int(time.time()))
+    print(f"kill -9 rounds: {result} in {time.monotonic() - started:.1f} s: nothing lost")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--names", type=int, default=10000, help="TLSA names in the zone")
+    parser.add_argument("--names", type=int, default=None, help="TLSA names in the zone")
     parser.add_argument("--updates", type=int, default=30, help="single-record updates")
     parser.add_argument("--batch", type=int, default=2000, help="records published in batches")
     parser.add_argument("--size", type=int, default=500, help="records per batched update")
+    parser.add_argument("--abuse", action="store_true", help="latency under abuse (see above)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="abuse duration")
+    parser.add_argument("--non-readers", type=int, default=100)
+    parser.add_argument("--axfrs", type=int, default=8)
+    parser.add_argument("--kill-rounds", type=int, default=0, metavar="R")
     args = parser.parse_args()
+    if args.abuse or args.kill_rounds:
+        with tempfile.TemporaryDirectory(prefix="dance-bench-") as tmp:
+            if args.abuse:
+                names = args.names or 3000
+                print(f"abuse: {args.non_readers} non-readers, {args.axfrs} looping AXFRs "
+                      f"of {names} names, {args.seconds:.0f} s")  # fmt: skip
+                bench_abuse(Path(tmp) / "abuse", names, args.seconds, args.non_readers, args.axfrs)
+            if args.kill_rounds:
+                (Path(tmp) / "kill").mkdir()
+                bench_kill(Path(tmp) / "kill", args.kill_rounds)
+        return
+    args.names = args.names or 10000
     print(
         f"zone {ZONE} with {args.names} TLSA names, ECDSA P-256, NSEC3; updates over TCP "
         "with TSIG (HMAC-SHA256) from one client"

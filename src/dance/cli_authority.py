@@ -1,6 +1,7 @@
 """``dance authority``: the embedded DNSSEC-signing authoritative server, and its zone tools.
 
 dance authority --zone-dir DIR --listen 127.0.0.1:PORT [--tsig-key-file FILE]... [--json-log]
+                [--notify HOST:PORT]... [--notify-key NAME] [--serial-policy unixtime|increment]
 dance authority init --zone-dir DIR --zone ZONE [--algorithm ecdsa-p256|ed25519]
                      [--denial nsec|nsec3] [--trust-anchor-out FILE]
 dance authority anchor --zone-dir DIR [--zone ZONE]
@@ -102,7 +103,7 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
 
     from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
     from dance.authority.update import UpdatePolicy
-    from dance.cli import UsageError
+    from dance.cli import UsageError, parse_hostport
 
     try:
         keys = _tsig_keys(args)
@@ -115,8 +116,12 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
             burst=max(args.burst, args.rate),
             rate_action=args.rate_action,
             max_tcp_connections=args.max_tcp,
+            max_tcp_per_client=args.max_tcp_per_client,
             tcp_idle_timeout=args.tcp_idle_timeout,
+            tcp_lifetime=args.tcp_lifetime,
+            max_transfers=args.max_transfers,
         )
+        notify = [parse_hostport(target, "--notify") for target in args.notify or ()]
         authority = Authority(
             args.zone_dir,
             tsig_keys=keys,
@@ -125,6 +130,9 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
             denial=args.denial,
             allow_non_loopback=args.allow_non_loopback,
             update_policy=policy,
+            serial_policy=args.serial_policy,
+            notify=notify,
+            notify_key=args.notify_key,
         )
         if args.tls_listen:
             authority.tls_config = _xot_config(args, authority, host, port)
@@ -378,8 +386,42 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rate", type=float, default=200.0, help="messages/s per client (0: off)")
     p.add_argument("--burst", type=float, default=400.0, help="rate-limit burst")
     p.add_argument("--rate-action", choices=("drop", "refused"), default="drop")
-    p.add_argument("--max-tcp", type=int, default=64, help="concurrent TCP connections")
-    p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument(
+        "--max-tcp", type=int, default=64, help="concurrent TCP and DNS-over-TLS connections"
+    )
+    p.add_argument(
+        "--max-tcp-per-client", type=int, default=16, help="concurrent connections per address"
+    )
+    p.add_argument(
+        "--tcp-idle-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline for each message read and each reply written (default 10)",
+    )
+    p.add_argument(
+        "--tcp-lifetime",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a TCP connection is closed after this long (default 120)",
+    )
+    p.add_argument("--max-transfers", type=int, default=10, help="concurrent zone transfers")
+    p.add_argument(
+        "--notify",
+        action="append",
+        metavar="HOST:PORT",
+        help="secondary to send NOTIFY to after every new serial (repeatable)",
+    )
+    p.add_argument(
+        "--notify-key", metavar="NAME", help="sign NOTIFY with this TSIG key (one of the loaded)"
+    )
+    p.add_argument(
+        "--serial-policy",
+        choices=("unixtime", "increment"),
+        default="unixtime",
+        help="new SOA serial: max(old+1, Unix time) (default) or old+1",
+    )
     p.add_argument(
         "--algorithm",
         choices=("ecdsa-p256", "ed25519"),

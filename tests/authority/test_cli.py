@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -83,6 +84,7 @@ def test_serve_process_updates_and_json_log(tmp_path: Path) -> None:
         [sys.executable, "-m", "dance.cli", "authority", "--zone-dir", str(zones),
          "--listen", "127.0.0.1:0", "--tsig-key-file", str(key_path), "--json-log"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ),
     )  # fmt: skip
     try:
         assert process.stdout is not None

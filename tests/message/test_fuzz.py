@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
+import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +112,78 @@ def test_random_headers(header: dict[str, object]) -> None:
     only_typed(lambda t: _check_parsed(t) or True, token)
     doc = {"payload": b64e(P), "protected": b64e(json.dumps(header).encode()), "signature": "AA"}
     only_typed(lambda t: _check_parsed(t) or True, json.dumps(doc))
+
+
+# -- header values of every type (issue 19 item 7) ------------------------------------------------
+
+CBORISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.binary(max_size=12),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(st.integers(-40, 40) | st.text(max_size=4), c, max_size=3)
+        | st.builds(lambda v: cbor2.CBORTag(24, v), c)
+    ),
+    max_leaves=8,
+)
+COSE_LABELS = st.sampled_from([1, 2, 3, 4, 5, 6, 32, 33, 34, 35, -1, -2, "alg", "x"])
+COSE_HEADER = st.dictionaries(COSE_LABELS, CBORISH, max_size=4)
+
+
+def _cose_sign1(protected: dict[object, object], unprotected: dict[object, object]) -> bytes:
+    body = [cbor2.dumps(protected), unprotected, P, b"\x01" * 64]
+    return cbor2.dumps(cbor2.CBORTag(18, body))
+
+
+@FAST
+@given(COSE_HEADER, COSE_HEADER, st.booleans())
+def test_cose_header_values_of_any_type(
+    protected: dict[object, object], unprotected: dict[object, object], on_valid: bool
+) -> None:
+    """alg as an array or a map, kid as an integer, crit of any shape, ...: always a
+    MessageError with a reason other than ``internal``."""
+    if on_valid:  # the random values replace fields of a well-formed header
+        protected = {1: -7, 4: SENSOR.encode(), **protected}
+    only_typed(lambda t: _check_parsed(t) or True, _cose_sign1(protected, unprotected))
+
+
+@FAST
+@given(st.integers(0, 3), COSE_HEADER)
+def test_cose_encrypt_header_values_of_any_type(where: int, values: dict[object, object]) -> None:
+    tag = cbor2.loads(COSE_ENC)
+    protected, unprotected, ciphertext, recipients = tag.value
+    r_protected, r_unprotected, r_cipher = recipients[0]
+    if where == 0:
+        protected = cbor2.dumps({**cbor2.loads(protected), **values})
+    elif where == 1:
+        unprotected = {**unprotected, **values}
+    elif where == 2:
+        r_protected = cbor2.dumps({**cbor2.loads(r_protected), **values})
+    else:
+        r_unprotected = {**r_unprotected, **values}
+    body = [protected, unprotected, ciphertext, [[r_protected, r_unprotected, r_cipher]]]
+    only_typed(lambda t: decrypt_cose(t, SENSOR_ID.key), cbor2.dumps(cbor2.CBORTag(96, body)))
+
+
+JOSE_NAMES = st.sampled_from(
+    ["alg", "kid", "x5u", "x5c", "crit", "b64", "typ", "cty", "jku", "jwk", "x5t", "x5t#S256",
+     "enc", "zip", "epk", "apu", "apv", "iv", "tag", "p2s", "p2c"]
+)  # fmt: skip
+
+
+@FAST
+@given(st.dictionaries(JOSE_NAMES, JSONISH, max_size=4))
+def test_jose_header_values_of_any_type(values: dict[str, object]) -> None:
+    from dance.message.jose import b64e
+
+    header = {"alg": "ES256", "kid": SENSOR, **values}
+    token = f"{b64e(json.dumps(header).encode())}.{b64e(P)}.{b64e(b'x' * 64)}"
+    only_typed(lambda t: _check_parsed(t) or True, token)
+    parts = JWE.split(".")
+    jwe_header = {**json.loads(base64.urlsafe_b64decode(parts[0] + "==")), **values}
+    parts[0] = b64e(json.dumps(jwe_header).encode())
+    only_typed(lambda t: decrypt_jwe(t, SENSOR_ID.key), ".".join(parts))

@@ -318,3 +318,51 @@ def test_package_imports_without_extras() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "missing-extra"
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({1: [-7], 4: SENSOR.encode()}, MessageReason.MALFORMED),  # alg as an array
+        ({1: {1: -7}, 4: SENSOR.encode()}, MessageReason.MALFORMED),  # alg as a map
+        ({1: True, 4: SENSOR.encode()}, MessageReason.MALFORMED),
+        ({1: -7.0, 4: SENSOR.encode()}, MessageReason.MALFORMED),
+        ({1: "ES256", 4: SENSOR.encode()}, MessageReason.UNKNOWN_ALGORITHM),  # text: a valid type
+        ({1: -7, 4: 7}, MessageReason.BAD_SIGNER_NAME),  # kid as an integer
+        ({1: -7, 4: SENSOR.encode(), 2: 5}, MessageReason.MALFORMED),  # crit not an array
+        ({1: -7, 4: SENSOR.encode(), 2: []}, MessageReason.MALFORMED),  # crit empty
+        ({1: -7, 4: SENSOR.encode(), 2: [b"x"]}, MessageReason.MALFORMED),  # crit of bytes
+        ({1: -7, 4: SENSOR.encode(), 3: -1}, MessageReason.MALFORMED),  # content type < 0
+        ({1: -7, 4: SENSOR.encode(), 5: "iv"}, MessageReason.MALFORMED),  # IV as text
+        ({1: -7, 4: SENSOR.encode(), 33: [1]}, MessageReason.MALFORMED),  # x5chain of ints
+        ({1: -7, 4: SENSOR.encode(), 35: 35}, MessageReason.KID_X5U_MISMATCH),
+    ],
+)
+def test_cose_header_value_types(header: dict[int, object], reason: MessageReason) -> None:
+    assert reason_of(None, forge.cose(header, P, SENSOR_ID.key)) is reason
+
+
+def test_cose_unprotected_header_value_types() -> None:
+    cose = forge.cose({1: -7, 4: SENSOR.encode()}, P, SENSOR_ID.key, unprotected={5: [1]})
+    assert reason_of(None, cose) is MessageReason.MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"alg": ["ES256"]}, MessageReason.MALFORMED),
+        ({"kid": 7}, MessageReason.BAD_SIGNER_NAME),
+        ({"crit": "exp"}, MessageReason.MALFORMED),
+        ({"crit": []}, MessageReason.MALFORMED),
+        ({"crit": [1]}, MessageReason.MALFORMED),
+        ({"typ": 1}, MessageReason.MALFORMED),
+        ({"cty": ["x"]}, MessageReason.MALFORMED),
+        ({"jwk": "key"}, MessageReason.MALFORMED),
+        ({"x5t": {}}, MessageReason.MALFORMED),
+        ({"b64": "false"}, MessageReason.MALFORMED),
+        ({"x5c": "AAAA"}, MessageReason.MALFORMED),
+    ],
+)
+def test_jose_header_value_types(extra: dict[str, object], reason: MessageReason) -> None:
+    token = forge.jws({"alg": "ES256", "kid": SENSOR, **extra}, P, SENSOR_ID.key)
+    assert reason_of(None, token) is reason

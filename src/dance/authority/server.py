@@ -7,26 +7,30 @@ In process::
         host, port = auth.address
 
 or ``await Authority(...).serve(host, port)`` inside an event loop (the CLI does this).
+
+The zone directory is locked (``.authority.lock``) when the object is made, before any key is
+read or created, and stays locked until :meth:`Authority.stop` (or :meth:`Authority.close`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import ipaddress
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
+import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -38,10 +42,13 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsig
 import dns.update
+from dns.rdtypes.ANY.SOA import SOA
 from dns.rdtypes.ANY.TSIG import TSIG
 
 from dance.authority.errors import AuthorityError
 from dance.authority.ratelimit import RateLimiter
+from dance.authority.replay import ReplayCache
+from dance.authority.serial import SerialPolicy, next_serial, serial_gt, with_serial
 from dance.authority.signer import (
     DEFAULT_VALIDITY,
     OnlineZone,
@@ -76,6 +83,8 @@ _TSIG_ERRORS = (
 )
 _AXFR_CHUNK = 16000
 _REFRESH_CHECK = 600.0
+_NOTIFY_TRIES = 5
+_NOTIFY_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,10 +96,16 @@ class Limits:
     rate_action: str = "drop"  # or "refused"
     max_clients: int = 10000  # rate-limit table size
     max_message_size: int = 65535  # larger messages are dropped (UDP) / close (TCP)
-    max_tcp_connections: int = 64
-    max_tcp_per_client: int = 16
-    tcp_idle_timeout: float = 10.0
+    max_tcp_connections: int = 64  # TCP and DNS-over-TLS connections in all
+    max_tcp_per_client: int = 16  # ... from one address
+    tcp_idle_timeout: float = 10.0  # each read of a message, each write of a reply
+    tcp_lifetime: float = 120.0  # the whole connection, whatever it does
+    tcp_evict_after: float = 1.0  # at the cap, a connection without progress this long yields
+    tcp_write_buffer: int = 65536  # replies buffered per connection before waiting for the peer
     max_pending_updates: int = 256
+    update_timeout: float = 30.0  # a TCP client waits this long for its update to be applied
+    max_transfers: int = 10  # concurrent zone transfers
+    max_replay_entries: int = 100_000  # remembered TSIG-signed updates (see ReplayCache)
 
 
 @dataclass
@@ -105,6 +120,8 @@ class _ZoneState:
     owners: list[Name] = field(default_factory=list)
     sign_seconds: float = 0.0
     incremental: bool = True
+    axfr: tuple[object, list[bytes]] | None = None  # (snapshot, rendered messages without TSIG)
+    axfr_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -116,9 +133,38 @@ class Stats:
     rate_limited: int = 0
     dropped: int = 0
     formerr: int = 0
-    tcp_refused: int = 0
+    tcp_refused: int = 0  # connections refused at accept (either cap)
     transfers: int = 0
+    replays: int = 0  # TSIG-signed updates refused by the replay cache
+    notifies: int = 0  # NOTIFY messages answered by a secondary
+    notify_failures: int = 0  # NOTIFY given up after every retry
+    resigned: int = 0  # zones re-signed in full for a new signature window
     by_rcode: dict[str, int] = field(default_factory=dict)
+    #: refusals and forced closes by reason: tcp-total, tcp-per-address, tcp-evicted,
+    #: tcp-deadline, message-size, transfers-busy, replay, signed-before-floor
+    refused: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Conn:
+    """One TCP or DNS-over-TLS connection: who, and when it last made progress (a message
+    read in full, or a reply taken by the peer)."""
+
+    client: str
+    transport: asyncio.WriteTransport
+    started: float
+    progress: float
+
+
+@dataclass
+class _Transfer:
+    """A zone transfer decided by the dispatcher, produced by the connection handler."""
+
+    state: _ZoneState
+    snapshot: object
+    query: dns.message.Message
+    signed: bool
+    soa_only: bool  # IXFR from a client that is up to date: the SOA alone (RFC 1995 2)
 
 
 class _Zones(ZoneSet):
@@ -156,12 +202,103 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _soa_serial(records: Records, origin: Name) -> int:
+    soa = next(iter(records[origin][RdataType.SOA]))
+    assert isinstance(soa, SOA)
+    return int(soa.serial)
+
+
+def _render_axfr(origin: Name, snapshot: object) -> list[bytes]:
+    """The AXFR messages of ``snapshot`` (SOA, every RRset and signature, SOA), rendered once
+    with message ID 0 and an AXFR question in the first; TSIG is added per transfer."""
+    snap = cast("_Snapshot", snapshot)
+    soa = snap.soa
+    rrsets: list[dns.rrset.RRset] = [soa]
+    soa_sig = snap.sigs.get(origin, {}).get(RdataType.SOA)
+    if soa_sig is not None:
+        rrsets.append(soa_sig)
+    for owner in sorted(set(snap.rrsets) | set(snap.sigs)):
+        for rdtype, rrset in snap.rrsets.get(owner, {}).items():
+            if not (owner == origin and rdtype == RdataType.SOA):
+                rrsets.append(rrset)
+        for rdtype, sig in snap.sigs.get(owner, {}).items():
+            if not (owner == origin and rdtype == RdataType.SOA):
+                rrsets.append(sig)
+    if snap.nsec3 is not None:
+        rrsets.extend(cast(Any, snap.nsec3).rrsets.values())
+    rrsets.append(soa)
+    messages: list[bytes] = []
+    batch: list[dns.rrset.RRset] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal batch, size
+        if messages:
+            message = dns.message.Message(id=0)
+        else:
+            message = dns.message.make_query(origin, RdataType.AXFR)
+            message.id = 0
+        message.flags = dns.flags.QR | dns.flags.AA
+        message.answer = batch
+        messages.append(message.to_wire(max_size=65535))
+        batch, size = [], 0
+
+    for rrset in rrsets:
+        length = sum(len(rd.to_wire()) + 12 for rd in rrset) + len(rrset.name.to_wire() or b"")
+        if batch and size + length > _AXFR_CHUNK:
+            flush()
+        batch.append(rrset)
+        size += length
+    flush()
+    return messages
+
+
+if TYPE_CHECKING:  # the attributes of dance.testkit's SignedZone that transfers read
+    from typing import Protocol
+
+    class _Snapshot(Protocol):
+        soa: dns.rrset.RRset
+        rrsets: dict[Name, dict[RdataType, dns.rrset.RRset]]
+        sigs: dict[Name, dict[RdataType, dns.rrset.RRset]]
+        nsec3: object
+
+
+def _tsig_sign(wire: bytes, query: dns.message.Message, ctx: object | None) -> tuple[bytes, object]:
+    """``wire`` with a TSIG record for one message of a multi-message answer to ``query``
+    (RFC 8945 5.3.1: the first covers the request MAC, the next ones the previous MAC)."""
+    key = cast(dns.tsig.Key, query.keyring)
+    keyname = cast(Name, query.keyname)
+    rdata = TSIG(  # type: ignore[no-untyped-call]
+        dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, 300, b"", query.id, 0, b""
+    )
+    tsig, new_ctx = dns.tsig.sign(  # type: ignore[no-untyped-call]
+        wire, key, rdata, int(time.time()), query.mac or b"", ctx, True
+    )
+    rd = tsig.to_wire()
+    arcount = int.from_bytes(wire[10:12], "big") + 1
+    out = b"".join(
+        (
+            wire[:10],
+            arcount.to_bytes(2, "big"),
+            wire[12:],
+            keyname.to_wire() or b"",
+            struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rd)),
+            rd,
+        )
+    )
+    return out, new_ctx
+
+
 class Authority:
     """Authoritative server for the zones of ``zone_dir`` (see :mod:`dance.authority.store`).
 
-    Zones are loaded, keys created if missing (``algorithm``/``denial`` for new keys) and
-    signed when the object is made. ``tsig_keys`` authorise dynamic updates (and zone
-    transfers); without keys every update is REFUSED.
+    Making the object locks the zone directory, removes temporary files of interrupted writes,
+    loads the zones, creates missing keys (``algorithm``/``denial``), raises every zone's SOA
+    serial (``serial_policy``) and signs; the new serials are persisted before anything is
+    served. ``tsig_keys`` authorise dynamic updates (and zone transfers); without keys every
+    update is REFUSED. ``notify`` lists the secondaries (host, port) told of every new serial
+    (RFC 1996), signed with the TSIG key named ``notify_key`` when given. ``now`` is the
+    signer's clock (signature windows, refresh, unixtime serials); TSIG keeps the real clock.
     """
 
     def __init__(
@@ -176,6 +313,11 @@ class Authority:
         allow_non_loopback: bool = False,
         update_policy: UpdatePolicy | None = None,
         tls: XoTConfig | None = None,
+        serial_policy: SerialPolicy = "unixtime",
+        notify: Iterable[tuple[str, int]] = (),
+        notify_key: str | None = None,
+        now: Callable[[], float] | None = None,
+        refresh_interval: float = _REFRESH_CHECK,
     ) -> None:
         self.store = ZoneDir(zone_dir)
         self.tls_config = tls
@@ -185,6 +327,21 @@ class Authority:
         self.allow_non_loopback = allow_non_loopback
         self.tsig_keys = list(tsig_keys)
         self._keyring = keyring(self.tsig_keys)
+        self.serial_policy: SerialPolicy = serial_policy
+        self.notify_targets = [(str(h), int(p)) for h, p in notify]
+        self._notify_keyring: dict[Name, dns.tsig.Key] | None = None
+        self._notify_keyname: Name | None = None
+        if notify_key is not None:
+            wanted = dns.name.from_text(notify_key)
+            if wanted not in self._keyring:
+                raise AuthorityError("key-file", f"no TSIG key {notify_key} to sign NOTIFY with")
+            self._notify_keyring = {wanted: self._keyring[wanted]}
+            self._notify_keyname = wanted
+        self._now: Callable[[], float] = now or time.time
+        self.refresh_interval = refresh_interval
+        self._algorithm = algorithm
+        self._denial: Denial = denial
+        self._validity = validity
         self.stats = Stats()
         self._rate = RateLimiter(
             self.limits.rate, self.limits.burst, max_clients=self.limits.max_clients
@@ -192,42 +349,19 @@ class Authority:
         self._zones: dict[Name, _ZoneState] = {}
         self.zoneset = _Zones()
         self._lock = threading.Lock()  # serialises updates and re-signing
-        origins = self.store.zones()
-        if not origins:
-            raise AuthorityError("no-zones", f"no <zone>.zone files in {self.store.path}")
-        for origin in origins:
-            records = self.store.read_records(origin)
-            policy = self.store.policy(origin, algorithm=algorithm, denial=denial)
-            cache = SignatureCache()
-            keys = caching_keys(policy.keys, cache)
-            window = SigningWindow(validity=validity)
-            started = time.perf_counter()
-            try:
-                zone = build_zone(origin, records, policy, keys, window.current())
-            except ValueError as exc:
-                raise AuthorityError("zone-file", f"{origin}: {exc}") from None
-            cache.commit()
-            state = _ZoneState(origin, records, policy, cache, keys, window, zone)
-            state.owners = sorted_owners(zone.snapshot)
-            state.sign_seconds = time.perf_counter() - started
-            self._zones[origin] = state
-            self.zoneset.add(zone)
-            log.info(
-                "loaded zone %s (%d names, %s, algorithm %d) signed in %.3f s",
-                origin,
-                len(records),
-                policy.denial,
-                policy.algorithm,
-                state.sign_seconds,
-            )
+        self._replay = ReplayCache(max_entries=self.limits.max_replay_entries)
+        self._dir_lock: TextIO | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._per_client: dict[str, int] = {}
+        self._conns: dict[asyncio.WriteTransport, _Conn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._xfr_executor: ThreadPoolExecutor | None = None
         self._pending_updates = 0
-        self._dir_lock: TextIO | None = None
+        self._transfers = 0
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        self._notifying: set[tuple[Name, tuple[str, int]]] = set()
+        self._notify_again: set[tuple[Name, tuple[str, int]]] = set()
         self.host = "127.0.0.1"
         self.port = 0
         # thread mode
@@ -236,6 +370,68 @@ class Authority:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._load()
+
+    # ----------------------------------------------------------------- load
+
+    def _load(self) -> None:
+        """Lock the directory, then (and only then) clean it, read or create keys, raise the
+        serials, sign and persist."""
+        handle = self.store.lock()
+        try:
+            self.store.remove_temp_files()
+            origins = self.store.zones()
+            if not origins:
+                raise AuthorityError("no-zones", f"no <zone>.zone files in {self.store.path}")
+            zones = {origin: self._load_zone(origin) for origin in origins}
+        except BaseException:
+            handle.close()
+            raise
+        self._dir_lock = handle
+        self._zones = zones
+        self.zoneset = _Zones()
+        for state in zones.values():
+            self.zoneset.add(state.zone)
+        # updates signed before this start are refused: no replay across a restart
+        self._replay = ReplayCache(max_entries=self.limits.max_replay_entries)
+
+    def _load_zone(self, origin: Name) -> _ZoneState:
+        records = self.store.read_records(origin)
+        policy = self.store.policy(origin, algorithm=self._algorithm, denial=self._denial)
+        cache = SignatureCache()
+        keys = caching_keys(policy.keys, cache)
+        window = SigningWindow(validity=self._validity)
+        now = self._now()
+        old = _soa_serial(records, origin)
+        records = with_serial(records, origin, next_serial(old, self.serial_policy, now))
+        started = time.perf_counter()
+        try:
+            zone = build_zone(origin, records, policy, keys, window.current(now), now=now)
+        except ValueError as exc:
+            raise AuthorityError("zone-file", f"{origin}: {exc}") from None
+        cache.commit()
+        try:
+            self.store.write_records(origin, records)
+        except OSError as exc:
+            raise AuthorityError("zone-file", f"cannot persist {origin}: {exc}") from None
+        state = _ZoneState(origin, records, policy, cache, keys, window, zone)
+        state.owners = sorted_owners(zone.snapshot)
+        state.sign_seconds = time.perf_counter() - started
+        log.info(
+            "loaded zone %s (%d names, %s, algorithm %d) signed in %.3f s, serial %d -> %d",
+            origin,
+            len(records),
+            policy.denial,
+            policy.algorithm,
+            state.sign_seconds,
+            old,
+            _soa_serial(records, origin),
+        )
+        return state
+
+    def close(self) -> None:
+        """Release the zone directory without serving (``stop`` does this too)."""
+        self._unlock_zone_dir()
 
     # ----------------------------------------------------------------- info
 
@@ -254,6 +450,11 @@ class Authority:
     def origins(self) -> list[Name]:
         return sorted(self._zones)
 
+    @property
+    def connections(self) -> int:
+        """Open TCP and DNS-over-TLS connections."""
+        return len(self._conns)
+
     def records(self, origin: str | Name) -> Records:
         """The current unsigned records of a zone (do not modify)."""
         return self._state(origin).records
@@ -263,8 +464,7 @@ class Authority:
         return self._state(origin).zone
 
     def serial(self, origin: str | Name) -> int:
-        soa = next(iter(self._state(origin).records[self._name(origin)][RdataType.SOA]))
-        return int(soa.serial)
+        return _soa_serial(self._state(origin).records, self._name(origin))
 
     def trust_anchor(self, origin: str | Name | None = None) -> str:
         """DS and DNSKEY lines (``--trust-anchor`` file format) for one zone or all zones."""
@@ -284,20 +484,26 @@ class Authority:
         except KeyError:
             raise AuthorityError("unknown-zone", f"zone {origin} is not served") from None
 
+    def _count_refusal(self, reason: str) -> None:
+        self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+
     # ------------------------------------------------------------ lifecycle
 
     async def start_async(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Bind UDP and TCP on ``host``:``port`` (0 = a free port, the same for both)."""
         if not _is_loopback(host) and not self.allow_non_loopback:
+            self._unlock_zone_dir()
             raise AuthorityError(
                 "non-loopback",
                 f"refusing to listen on non-loopback address {host} "
                 "(pass allow_non_loopback / --allow-non-loopback to do so)",
             )
-        self._lock_zone_dir()
+        if self._dir_lock is None:  # stopped before: the directory may have changed
+            self._load()
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dance-authority")
+        self._xfr_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dance-xfr")
         last: OSError | None = None
         for _ in range(20 if port == 0 else 1):
             udp: asyncio.DatagramTransport | None = None
@@ -322,12 +528,15 @@ class Authority:
                 continue
             self._udp, self._tcp = udp, tcp
             self.host, self.port = host, bound
+            self._serving_loop = loop
             if self.tls_config is not None:
                 await self._start_tls(host)
             self._spawn(self._refresh_loop())
             log.info("authority listening on %s port %d (UDP and TCP)", host, bound)
+            for origin in self._zones:  # the serials were raised at start
+                self._notify_soon(origin)
             return
-        self._unlock_zone_dir()
+        await self.stop_async()
         raise AuthorityError("bind", f"cannot listen on {host} port {port}: {last}")
 
     async def _start_tls(self, host: str) -> None:
@@ -345,25 +554,13 @@ class Authority:
             raise AuthorityError("bind", f"cannot start the DNS-over-TLS listener: {exc}") from None
         self.tls = listener
 
-    def _lock_zone_dir(self) -> None:
-        """One serving authority per zone directory (both would write the master files)."""
-        path = self.store.path / ".authority.lock"
-        handle = path.open("a")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise AuthorityError(
-                "zone-dir-busy", f"another dance authority is serving {self.store.path}"
-            ) from None
-        self._dir_lock = handle
-
     def _unlock_zone_dir(self) -> None:
         if self._dir_lock is not None:
             self._dir_lock.close()  # closing releases the lock
             self._dir_lock = None
 
     async def stop_async(self) -> None:
+        self._serving_loop = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -371,8 +568,8 @@ class Authority:
             self._tcp.close()
         if self.tls is not None:
             self.tls.close()
-        for writer in list(self._writers):
-            writer.close()
+        for transport in list(self._conns):
+            transport.abort()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -386,9 +583,10 @@ class Authority:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tls.wait_closed(), 2.0)
             self.tls = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in (self._executor, self._xfr_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._xfr_executor = None
         self._unlock_zone_dir()
 
     async def serve(
@@ -441,6 +639,7 @@ class Authority:
                 loop.call_soon_threadsafe(event.set)
             thread.join(timeout)
         self._thread = None
+        self._unlock_zone_dir()
 
     def __enter__(self) -> Authority:
         if self._thread is None:
@@ -465,29 +664,125 @@ class Authority:
     async def _refresh_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(_REFRESH_CHECK)
-            if any(s.window.needs_refresh() for s in self._zones.values()):
+            await asyncio.sleep(self.refresh_interval)
+            now = self._now()
+            if any(s.window.needs_refresh(now) for s in self._zones.values()):
                 await loop.run_in_executor(self._executor, self.refresh_signatures)
 
     def refresh_signatures(self, force: bool = False) -> int:
-        """Re-sign zones whose signature window is half spent (all with ``force``)."""
-        count = 0
+        """Re-sign zones whose signature window is half spent (all with ``force``): a new
+        window, a new SOA serial, persisted, then served and NOTIFY sent. A zone that cannot be
+        persisted keeps its current signatures (and is retried at the next check)."""
+        changed = []
         with self._lock:
             for state in self._zones.values():
-                if not (force or state.window.needs_refresh()):
+                now = self._now()
+                if not (force or state.window.needs_refresh(now)):
                     continue
+                saved = (state.window.inception, state.window.expiration)
                 if force:
                     state.window.expiration = 0
-                zone = build_zone(
-                    state.origin, state.records, state.policy, state.keys, state.window.current()
-                )
+                old = _soa_serial(state.records, state.origin)
+                new = next_serial(old, self.serial_policy, now)
+                records = with_serial(state.records, state.origin, new)
+                try:
+                    window = state.window.current(now)
+                    zone = build_zone(
+                        state.origin, records, state.policy, state.keys, window, now=now
+                    )
+                    self.store.write_records(state.origin, records)
+                except Exception:
+                    state.cache.rollback()
+                    state.window.inception, state.window.expiration = saved
+                    log.exception("re-signing %s failed; zone unchanged", state.origin)
+                    continue
                 state.cache.commit()
                 state.zone = zone
+                state.records = records
                 state.owners = sorted_owners(zone.snapshot)
                 self.zoneset.replace(zone)
-                count += 1
-                log.info("re-signed zone %s (signature window refreshed)", state.origin)
-        return count
+                self.stats.resigned += 1
+                changed.append(state.origin)
+                log.info(
+                    "re-signed zone %s (signature window refreshed), serial %d -> %d",
+                    state.origin,
+                    old,
+                    new,
+                )
+        for origin in changed:
+            self._notify_soon(origin)
+        return len(changed)
+
+    # --------------------------------------------------------------- notify
+
+    def _notify_soon(self, origin: Name) -> None:
+        """Tell the secondaries about ``origin``'s new serial (from any thread)."""
+        loop = self._serving_loop
+        if loop is None or not self.notify_targets:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._notify_now, origin)
+
+    def _notify_now(self, origin: Name) -> None:
+        if self._serving_loop is None:
+            return
+        for target in self.notify_targets:
+            key = (origin, target)
+            if key in self._notifying:  # one NOTIFY in flight per zone and secondary
+                self._notify_again.add(key)
+                continue
+            self._notifying.add(key)
+            self._spawn(self._notify_task(origin, target))
+
+    async def _notify_task(self, origin: Name, target: tuple[str, int]) -> None:
+        key = (origin, target)
+        try:
+            while True:
+                self._notify_again.discard(key)
+                await self._send_notify(origin, target)
+                if key not in self._notify_again:
+                    return
+        finally:
+            self._notifying.discard(key)
+            self._notify_again.discard(key)
+
+    async def _send_notify(self, origin: Name, target: tuple[str, int]) -> bool:
+        host, port = target
+        for attempt in range(_NOTIFY_TRIES):
+            state = self._zones.get(origin)
+            if state is None:
+                return False
+            message = dns.message.make_query(origin, RdataType.SOA)
+            message.flags = dns.flags.AA  # (the opcode lives in the flags: set it after)
+            message.set_opcode(dns.opcode.NOTIFY)
+            soa = state.zone.snapshot.soa
+            message.answer.append(dns.rrset.from_rdata_list(origin, soa.ttl, list(soa)))
+            if self._notify_keyring is not None:
+                message.use_tsig(self._notify_keyring, keyname=self._notify_keyname)
+            try:
+                response = await dns.asyncquery.udp(
+                    message, host, timeout=_NOTIFY_TIMEOUT * (attempt + 1), port=port
+                )
+            except (dns.exception.DNSException, OSError, ValueError) as exc:
+                log.debug("NOTIFY %s to %s port %d: %r", origin, host, port, exc)
+                continue
+            if response.rcode() != dns.rcode.NOERROR:
+                log.warning(
+                    "NOTIFY %s to %s port %d answered %s",
+                    origin,
+                    host,
+                    port,
+                    dns.rcode.to_text(response.rcode()),
+                )
+                self.stats.notify_failures += 1
+                return False
+            self.stats.notifies += 1
+            log.info("NOTIFY %s serial %d to %s port %d", origin, self.serial(origin), host, port)
+            return True
+        self.stats.notify_failures += 1
+        log.warning("NOTIFY %s to %s port %d: no answer after %d tries", origin, host, port,
+                    _NOTIFY_TRIES)  # fmt: skip
+        return False
 
     # ------------------------------------------------------------- messages
 
@@ -538,76 +833,199 @@ class Authority:
         finally:
             self._pending_updates -= 1
 
+    # ---------------------------------------------------------- connections
+
+    def _admit(self, client: str, now: float) -> str | None:
+        """None to accept a new connection from ``client``, else the refusal reason.
+
+        At the total cap, room is made by closing one connection of an address that holds
+        more than the newcomer's and that has made no progress (no message read, no reply
+        taken) for a while: at least two more connections and a tenth of
+        ``tcp_evict_after``, or one more and ``tcp_evict_after``. Connections without
+        progress for ``tcp_evict_after`` go first, then those of the address holding the most.
+        Clients with equal shares cannot displace each other (no churn among attackers), a
+        client with few connections gets one from a client with many, idle or stalled
+        connections make room first, and a connection at work (a transfer being read, queries
+        being answered) is never closed. Deadlines close the others in time."""
+        limits = self.limits
+        counts: dict[str, int] = {}
+        for conn in self._conns.values():
+            counts[conn.client] = counts.get(conn.client, 0) + 1
+        mine = counts.get(client, 0)
+        if mine >= limits.max_tcp_per_client:
+            return "tcp-per-address"
+        if len(self._conns) >= limits.max_tcp_connections:
+            after = limits.tcp_evict_after
+            candidates = [
+                c
+                for c in self._conns.values()
+                if (counts[c.client] >= mine + 2 and now - c.progress >= after / 10)
+                or (counts[c.client] >= mine + 1 and now - c.progress >= after)
+            ]
+            if not candidates:
+                return "tcp-total"
+            victim = max(
+                candidates,
+                key=lambda c: (now - c.progress >= after, counts[c.client], now - c.progress),
+            )
+            del self._conns[victim.transport]
+            victim.transport.abort()
+            self._count_refusal("tcp-evicted")
+            log.debug("evicted a TCP connection from %s to admit %s", victim.client, client)
+        return None
+
     async def _on_connection(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         tls: XoTListener | None = None,
     ) -> None:
+        """One TCP (or DNS-over-TLS) connection. A single deadline covers everything it
+        does: each message must arrive in full, and each reply be taken by the peer, within
+        ``tcp_idle_timeout``, and the whole connection ends after ``tcp_lifetime``."""
+        loop = asyncio.get_running_loop()
+        transport = writer.transport
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if peer else "?"
-        if (
-            len(self._writers) >= self.limits.max_tcp_connections
-            or self._per_client.get(client, 0) >= self.limits.max_tcp_per_client
-        ):
+        now = loop.time()
+        refusal = self._admit(client, now)
+        if refusal is not None:
             self.stats.tcp_refused += 1
-            writer.close()
+            self._count_refusal(refusal)
+            transport.abort()
             return
+        conn = _Conn(client, transport, now, now)
+        self._conns[transport] = conn
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        self._writers.add(writer)
-        self._per_client[client] = self._per_client.get(client, 0) + 1
+        with contextlib.suppress(Exception):
+            transport.set_write_buffer_limits(high=self.limits.tcp_write_buffer)
+        end = now + self.limits.tcp_lifetime
+        graceful = False
         try:
-            access = None
-            if tls is not None:  # DANCE decides before any DNS message is read
-                async with asyncio.timeout(tls.config.lookup_timeout + 1.0):
+            async with asyncio.timeout(None) as deadline:
+
+                def arm(seconds: float) -> None:
+                    deadline.reschedule(min(loop.time() + seconds, end))
+
+                async def send(wire: bytes) -> None:
+                    arm(self.limits.tcp_idle_timeout)
+                    writer.write(len(wire).to_bytes(2, "big") + wire)
+                    await writer.drain()
+                    conn.progress = loop.time()
+
+                access = None
+                if tls is not None:  # DANCE decides before any DNS message is read
+                    arm(tls.config.lookup_timeout + 1.0)
                     access = await tls.access(writer)
-                if access is None:
-                    return
-            while True:
-                async with asyncio.timeout(self.limits.tcp_idle_timeout):
-                    header = await reader.readexactly(2)
+                    if access is None:
+                        return
+                while True:
+                    arm(self.limits.tcp_idle_timeout)
+                    try:
+                        header = await reader.readexactly(2)
+                    except asyncio.IncompleteReadError as exc:
+                        graceful = not exc.partial  # the client closed between messages
+                        return
                     length = int.from_bytes(header, "big")
                     if length == 0 or length > self.limits.max_message_size:
                         self.stats.dropped += 1
+                        self._count_refusal("message-size")
                         return
                     data = await reader.readexactly(length)
-                if not self._client_allowed(client):
-                    if self.limits.rate_action != "refused":
-                        continue
-                    reply = self._refused_for(data)
-                    replies = [reply] if reply is not None else None
-                elif len(data) >= 12 and (data[2] >> 3) & 0xF == dns.opcode.UPDATE:
-                    replies = await self._handle_update_async(data)
-                elif access is not None and not access.query:
-                    reply = self._refused_for(data)
-                    replies = [reply] if reply is not None else None
-                else:
-                    replies = self.handle(data, "tcp", xfr=access is not None and access.transfer)
-                for reply in replies or ():
-                    writer.write(len(reply).to_bytes(2, "big") + reply)
-                    await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
+                    conn.progress = loop.time()
+                    await self._tcp_message(data, client, access, send, arm)
+                    await asyncio.sleep(0)  # pipelined queries: let other clients in between
+        except TimeoutError:
+            self._count_refusal("tcp-deadline")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         except ssl.SSLError as exc:
             log.debug("TLS connection ended: %r", exc)
         except Exception:
             log.exception("TCP connection failed")
         finally:
-            self._writers.discard(writer)
-            remaining = self._per_client.get(client, 1) - 1
-            if remaining > 0:
-                self._per_client[client] = remaining
-            else:
-                self._per_client.pop(client, None)
+            self._conns.pop(transport, None)
             if task is not None:
                 self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if graceful and not transport.is_closing():
+                writer.close()  # let the last replies out, for a bounded time
+                try:
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
+                except BaseException:
+                    transport.abort()
+            else:
+                transport.abort()
+
+    async def _tcp_message(
+        self,
+        data: bytes,
+        client: str,
+        access: object,
+        send: Callable[[bytes], Coroutine[object, object, None]],
+        arm: Callable[[float], None],
+    ) -> None:
+        from dance.authority.xot import TLSAccess
+
+        tls_access = cast(TLSAccess | None, access)
+        if not self._client_allowed(client):
+            if self.limits.rate_action == "refused":
+                reply = self._refused_for(data)
+                if reply is not None:
+                    await send(reply)
+            return
+        if len(data) >= 12 and (data[2] >> 3) & 0xF == dns.opcode.UPDATE:
+            arm(self.limits.update_timeout)
+            for reply in await self._handle_update_async(data) or ():
+                await send(reply)
+            return
+        if tls_access is not None and not tls_access.query:
+            reply = self._refused_for(data)
+            if reply is not None:
+                await send(reply)
+            return
+        result = self._dispatch(data, "tcp", tls_access is not None and tls_access.transfer)
+        if isinstance(result, _Transfer):
+            await self._stream_transfer(result, send, arm)
+            return
+        for reply in result or ():
+            await send(reply)
+
+    async def _stream_transfer(
+        self,
+        transfer: _Transfer,
+        send: Callable[[bytes], Coroutine[object, object, None]],
+        arm: Callable[[float], None],
+    ) -> None:
+        """Send a transfer: the messages are rendered off the event loop (once per zone
+        version, then reused), each is signed and written only when the peer has taken the
+        previous one (backpressure), within the connection's deadline."""
+        if self._transfers >= self.limits.max_transfers:
+            self._count_refusal("transfers-busy")
+            response = self._sign_like(transfer.query, dns.message.make_response(transfer.query))
+            response.set_rcode(dns.rcode.REFUSED)
+            await send(response.to_wire())
+            return
+        self._transfers += 1
+        try:
+            if transfer.soa_only:
+                chunks = None
+            else:
+                arm(self.limits.tcp_idle_timeout)
+                loop = asyncio.get_running_loop()
+                chunks = await loop.run_in_executor(
+                    self._xfr_executor, self._axfr_chunks, transfer.state, transfer.snapshot
+                )
+            count = 0
+            for wire in self._transfer_messages(transfer, chunks):
+                await send(wire)
+                count += 1
+                await asyncio.sleep(0)  # one message at a time: other clients in between
+            self._log_transfer(transfer, count)
+        finally:
+            self._transfers -= 1
 
     # ------------------------------------------------------------- dispatch
 
@@ -617,14 +1035,30 @@ class Authority:
         """Answer one wire message: the reply messages (several for AXFR), or None to drop.
 
         ``xfr`` allows unsigned zone transfers (a DANCE-authenticated DNS-over-TLS client in
-        ``xfr_allow``). Never raises: unexpected failures are logged and dropped."""
+        ``xfr_allow``). Never raises: unexpected failures are logged and dropped. (The TCP
+        listener streams transfers instead of building them here.)"""
+        result = self._dispatch(wire, transport, xfr)
+        if not isinstance(result, _Transfer):
+            return result
+        try:
+            chunks = None if result.soa_only else self._axfr_chunks(result.state, result.snapshot)
+            messages = list(self._transfer_messages(result, chunks))
+        except Exception:
+            log.exception("failed to build a zone transfer")
+            return None
+        self._log_transfer(result, len(messages))
+        return messages
+
+    def _dispatch(self, wire: bytes, transport: str, xfr: bool) -> list[bytes] | _Transfer | None:
         try:
             return self._handle(wire, transport, xfr)
         except Exception:
             log.exception("failed to handle a message")
             return None
 
-    def _handle(self, wire: bytes, transport: str, xfr: bool = False) -> list[bytes] | None:
+    def _handle(
+        self, wire: bytes, transport: str, xfr: bool = False
+    ) -> list[bytes] | _Transfer | None:
         if len(wire) < 12 or wire[2] & 0x80:
             self.stats.dropped += 1
             return None  # no header, or a response: never answer
@@ -739,6 +1173,31 @@ class Authority:
             response.set_rcode(dns.rcode.REFUSED)
             self._count(dns.rcode.REFUSED)
             return response.to_wire()
+        replayed = self._replayed(message)
+        if replayed is not None:
+            self.stats.updates_refused += 1
+            self.stats.replays += 1
+            self._count_refusal(replayed)
+            log.warning(
+                "update for %s with TSIG key %s refused: %s",
+                zone_name,
+                message.keyname,
+                "an identical update was already processed (replay)"
+                if replayed == "replay"
+                else "signed before this authority started or before the replay-cache floor",
+                extra={
+                    "event": {
+                        "event": "update",
+                        "zone": str(zone_name),
+                        "key": str(message.keyname),
+                        "rcode": "REFUSED",
+                        "reason": replayed,
+                    }
+                },
+            )
+            response.set_rcode(dns.rcode.REFUSED)
+            self._count(dns.rcode.REFUSED)
+            return response.to_wire()
         state = self._zones.get(zone_name) if zone_name is not None else None
         if state is None:
             response.set_rcode(dns.rcode.NOTAUTH)
@@ -751,11 +1210,27 @@ class Authority:
         self._count(rcode)
         return response.to_wire()
 
+    def _replayed(self, message: dns.message.Message) -> str | None:
+        """None for an update seen for the first time (now remembered), else the reason it
+        is refused: ``replay`` or ``signed-before-floor`` (see :class:`ReplayCache`)."""
+        tsig = message.tsig[0] if message.tsig else None
+        if tsig is None or message.keyname is None:
+            return "replay"  # cannot happen for a verified message; fail closed
+        return self._replay.check(
+            message.keyname.to_text(), int(tsig.time_signed), int(tsig.fudge), message.mac or b""
+        )
+
     def apply(self, state: _ZoneState, message: dns.update.UpdateMessage) -> int:
         """Apply an authenticated update to one zone: all or nothing. Returns the RCODE."""
         with self._lock:
             refused = check_policy(self.update_policy, message.keyname, message)
-            result = refused or apply_update(state.records, state.origin, message)
+            now = self._now()
+            result = refused or apply_update(
+                state.records,
+                state.origin,
+                message,
+                next_serial=lambda old: next_serial(old, self.serial_policy, now),
+            )
             if result.rcode != dns.rcode.NOERROR or not result.changed:
                 if result.rcode != dns.rcode.NOERROR:
                     self.stats.updates_refused += 1
@@ -780,7 +1255,8 @@ class Authority:
             started = time.perf_counter()
             misses = state.cache.misses
             owners = list(state.owners)
-            window = state.window.current()
+            saved = (state.window.inception, state.window.expiration)
+            window = state.window.current(now)
             patched = None
             try:
                 if state.incremental:
@@ -794,13 +1270,14 @@ class Authority:
                     )
                 if patched is None:
                     zone = build_zone(
-                        state.origin, result.records, state.policy, state.keys, window
+                        state.origin, result.records, state.policy, state.keys, window, now=now
                     )
                     owners = sorted_owners(zone.snapshot)
                 signed_at = time.perf_counter()
                 self.store.write_records(state.origin, result.records)
             except Exception:
                 state.cache.rollback()
+                state.window.inception, state.window.expiration = saved
                 self.stats.updates_refused += 1
                 log.exception("update of %s failed; zone unchanged", state.origin)
                 return int(dns.rcode.SERVFAIL)
@@ -844,15 +1321,17 @@ class Authority:
                     }
                 },
             )
-            return int(dns.rcode.NOERROR)
+        self._notify_soon(state.origin)
+        return int(dns.rcode.NOERROR)
 
     # ------------------------------------------------------------ transfers
 
     def _transfer(
         self, query: dns.message.Message, signed: bool, transport: str, xfr: bool = False
-    ) -> list[bytes] | None:
-        """AXFR over TCP with TSIG, or over DANCE-authenticated TLS for ``xfr`` clients (IXFR
-        is answered with a full transfer, RFC 1995 4)."""
+    ) -> list[bytes] | _Transfer:
+        """AXFR over TCP with TSIG, or over DANCE-authenticated TLS for ``xfr`` clients. IXFR
+        is answered with a full transfer (RFC 1995 4), or with the SOA alone when the client
+        already has the current serial (RFC 1995 2)."""
         qname = query.question[0].name
         state = self._zones.get(qname)
         if transport != "tcp" or not (signed or xfr) or state is None:
@@ -863,62 +1342,71 @@ class Authority:
             return [response.to_wire()]
         self.stats.transfers += 1
         snapshot = state.zone.snapshot
-        soa = snapshot.soa
-        rrsets: list[dns.rrset.RRset] = [soa]
-        soa_sig = snapshot.sigs.get(state.origin, {}).get(RdataType.SOA)
-        if soa_sig is not None:
-            rrsets.append(soa_sig)
-        owners = sorted(set(snapshot.rrsets) | set(snapshot.sigs))
-        for owner in owners:
-            for rdtype, rrset in snapshot.rrsets.get(owner, {}).items():
-                if owner == state.origin and rdtype == RdataType.SOA:
-                    continue
-                rrsets.append(rrset)
-            for rdtype, sig in snapshot.sigs.get(owner, {}).items():
-                if owner == state.origin and rdtype == RdataType.SOA:
-                    continue
-                rrsets.append(sig)
-        if snapshot.nsec3 is not None:
-            rrsets.extend(snapshot.nsec3.rrsets.values())
-        rrsets.append(soa)
-        messages: list[bytes] = []
-        ctx = None
-        batch: list[dns.rrset.RRset] = []
-        size = 0
+        soa_only = False
+        if query.question[0].rdtype == RdataType.IXFR:
+            theirs = [
+                rd.serial
+                for rrset in query.authority
+                if rrset.rdtype == RdataType.SOA and rrset.name == qname
+                for rd in rrset
+            ]
+            ours = _soa_serial(state.records, state.origin)
+            soa_only = len(theirs) == 1 and not serial_gt(ours, int(theirs[0]))
+        return _Transfer(state, snapshot, query, signed, soa_only)
 
-        def flush(first: bool) -> None:
-            nonlocal ctx, batch, size
-            response = dns.message.make_response(query)
-            if not first:
-                response.question = []
-            response.flags |= dns.flags.AA
-            response.answer = batch
-            if not signed:  # DANCE-authenticated TLS: no TSIG
-                messages.append(response.to_wire(max_size=65535))
-                batch, size = [], 0
-                return
-            assert query.keyring is not None
-            response.use_tsig(
-                query.keyring,
-                query.keyname,
-                algorithm=query.keyalgorithm or dns.tsig.default_algorithm,
+    def _axfr_chunks(self, state: _ZoneState, snapshot: object) -> list[bytes]:
+        """The rendered transfer of ``snapshot`` (cached until the zone changes)."""
+        with state.axfr_lock:
+            cached = state.axfr
+            if cached is not None and cached[0] is snapshot:
+                return cached[1]
+            started = time.perf_counter()
+            chunks = _render_axfr(state.origin, snapshot)
+            state.axfr = (snapshot, chunks)
+            log.debug(
+                "rendered the transfer of %s: %d messages in %.3f s",
+                state.origin,
+                len(chunks),
+                time.perf_counter() - started,
             )
-            response.request_mac = query.mac or b""
-            messages.append(response.to_wire(max_size=65535, multi=True, tsig_ctx=ctx))
-            ctx = response.tsig_ctx
-            batch, size = [], 0
+            return chunks
 
-        for rrset in rrsets:
-            length = sum(len(rd.to_wire()) + 12 for rd in rrset) + len(rrset.name.to_wire() or b"")
-            if batch and size + length > _AXFR_CHUNK:
-                flush(not messages)
-            batch.append(rrset)
-            size += length
-        flush(not messages)
+    def _transfer_messages(
+        self, transfer: _Transfer, chunks: list[bytes] | None
+    ) -> Iterator[bytes]:
+        """The messages of one transfer: the cached ones with this query's ID and question
+        (and TSIG, each signed as the previous one has been sent)."""
+        query = transfer.query
+        if chunks is None:  # up-to-date IXFR client: the SOA alone
+            response = self._sign_like(query, dns.message.make_response(query))
+            response.flags |= dns.flags.AA
+            soa = cast("_Snapshot", transfer.snapshot).soa
+            response.answer = [soa]
+            yield response.to_wire(max_size=65535)
+            return
+        question = query.question[0]
+        qname = question.name.to_wire() or b""
+        end = 12 + len(qname)
+        flags = dns.flags.QR | dns.flags.AA | (query.flags & dns.flags.RD)
+        ctx: object | None = None
+        for index, chunk in enumerate(chunks):
+            wire = bytearray(chunk)
+            wire[0:4] = query.id.to_bytes(2, "big") + int(flags).to_bytes(2, "big")
+            if index == 0:  # the question as asked (case, AXFR or IXFR)
+                wire[12:end] = qname
+                wire[end : end + 2] = int(question.rdtype).to_bytes(2, "big")
+            if transfer.signed:
+                signed_wire, ctx = _tsig_sign(bytes(wire), query, ctx)
+                yield signed_wire
+            else:
+                yield bytes(wire)
+
+    def _log_transfer(self, transfer: _Transfer, count: int) -> None:
+        query = transfer.query
         log.info(
-            "AXFR of %s to %s: %d messages",
-            qname,
-            f"key {query.keyname}" if signed else "a DANCE-authenticated TLS client",
-            len(messages),
+            "%s of %s to %s: %d messages",
+            "IXFR (up to date)" if transfer.soa_only else "AXFR",
+            transfer.state.origin,
+            f"key {query.keyname}" if transfer.signed else "a DANCE-authenticated TLS client",
+            count,
         )
-        return messages

@@ -152,9 +152,11 @@ def build_zone(
     policy: KeyPolicy,
     keys: ZoneKeys,
     window: tuple[int, int],
+    *,
+    now: float | None = None,
 ) -> OnlineZone:
     """A signed zone holding exactly ``records`` (delegations included), signed in full
-    (through the signature cache)."""
+    (through the signature cache). ``now`` is the signer's clock (default: the system's)."""
     soa = records[origin][RdataType.SOA]
     ns_names = [rd.target.to_text() for rd in records[origin][RdataType.NS]]
     zone = OnlineZone(origin, soa.ttl, nameservers=ns_names)
@@ -183,7 +185,7 @@ def build_zone(
         policy.denial,
         nsec3_iterations=policy.nsec3_iterations,
         nsec3_salt=policy.nsec3_salt,
-        now=int(time.time()),
+        now=int(time.time() if now is None else now),
         inception=inception,
         expiration=expiration,
         csk=keys.is_csk,

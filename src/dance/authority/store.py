@@ -9,18 +9,26 @@ Layout of ``DIR``::
 
 ``<zone>`` is the zone name without the final dot (``example.test.zone``). Signatures, DNSKEY,
 NSEC/NSEC3 and NSEC3PARAM are never stored: the authority signs online.
+
+``DIR/.authority.lock`` is locked (``flock``) by the process that serves or initialises the
+directory: keys are only created or loaded, and files only written, while it is held.
+Temporary files of interrupted writes (``.<file>.XXXXXXXX.tmp``) are removed when the lock is
+taken (:meth:`ZoneDir.remove_temp_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, TextIO, cast
 
 import dns.dnssec
 import dns.exception
@@ -185,7 +193,7 @@ def _write_atomic(path: Path, data: str, mode: int) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -195,12 +203,64 @@ def _write_atomic(path: Path, data: str, mode: int) -> None:
         os.close(dir_fd)
 
 
+#: Temporary files made by :func:`_write_atomic` (``mkstemp`` adds 8 characters).
+_TEMP_FILE = re.compile(r"^\.[^/]+\.(zone|key)\.[a-z0-9_]{8}\.tmp$")
+LOCK_FILE = ".authority.lock"
+
+
 class ZoneDir:
     """Access to a zone directory (see the module docstring for the layout)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._text: dict[Name, _TextCache] = {}  # zone -> node identity -> master-file text
+
+    # ------------------------------------------------------------------ locking
+
+    def lock(self) -> TextIO:
+        """Take the directory's exclusive lock (non-blocking); close the returned handle to
+        release it. ``AuthorityError [zone-dir-busy]`` when another process (or another
+        :class:`Authority` of this process) holds it."""
+        if not self.path.is_dir():
+            raise AuthorityError("zone-dir", f"zone directory {self.path} does not exist")
+        try:
+            handle = (self.path / LOCK_FILE).open("a")
+        except OSError as exc:
+            raise AuthorityError("zone-dir", f"cannot open the lock file: {exc}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise AuthorityError(
+                "zone-dir-busy", f"another dance authority is serving {self.path}"
+            ) from None
+        return handle
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        handle = self.lock()
+        try:
+            yield
+        finally:
+            handle.close()
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temporary files left by interrupted atomic writes (call with the lock
+        held: a running writer's temporary file would be removed too)."""
+        removed = []
+        for directory in (self.path, self.key_dir):
+            if not directory.is_dir():
+                continue
+            for entry in directory.iterdir():
+                if _TEMP_FILE.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                    try:
+                        entry.unlink()
+                    except OSError as exc:
+                        log.warning("cannot remove leftover temporary file %s: %s", entry, exc)
+                        continue
+                    log.warning("removed leftover temporary file %s (an interrupted write)", entry)
+                    removed.append(entry)
+        return removed
 
     @property
     def key_dir(self) -> Path:
@@ -318,8 +378,30 @@ class ZoneDir:
         denial: Denial = "nsec",
         negative_ttl: int = 60,
     ) -> KeyPolicy:
-        """Create ``<zone>.zone`` (SOA, NS ns1.<zone>, its address) and its signing keys."""
+        """Create ``<zone>.zone`` (SOA, NS ns1.<zone>, its address) and its signing keys, with
+        the directory's lock held (``zone-dir-busy`` while an authority serves it)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        with self.locked():
+            self.remove_temp_files()
+            return self._init_zone(
+                origin,
+                ttl=ttl,
+                ns_address=ns_address,
+                algorithm=algorithm,
+                denial=denial,
+                negative_ttl=negative_ttl,
+            )
+
+    def _init_zone(
+        self,
+        origin: Name,
+        *,
+        ttl: int,
+        ns_address: str,
+        algorithm: int,
+        denial: Denial,
+        negative_ttl: int,
+    ) -> KeyPolicy:
         path = self.zone_path(origin)
         if path.exists():
             raise AuthorityError("zone-exists", f"{path} already exists")

@@ -6,14 +6,16 @@ records. It never mutates its input, so an update is all or nothing. Beyond RFC 
 
 * DNSSEC records the signer owns (DNSKEY, RRSIG, NSEC, NSEC3, NSEC3PARAM) are REFUSED;
 * DS is only accepted at a delegation (a name below the apex that has NS records);
-* the SOA serial is incremented (serial arithmetic, RFC 1982) after every change unless the
-  update itself raised it.
+* the SOA serial is raised after every change unless the update itself raised it: by one
+  (serial arithmetic, RFC 1982), or by the caller's ``next_serial`` (the authority's serial
+  policy, :mod:`dance.authority.serial`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.name
@@ -296,11 +298,14 @@ def _delete(work: _Working, origin: Name, rrset: dns.rrset.RRset) -> int:
     return count
 
 
-def _bump_serial(records: Records, origin: Name) -> None:
+def _bump_serial(
+    records: Records, origin: Name, next_serial: Callable[[int], int] | None = None
+) -> None:
     soa_rds = records[origin][RdataType.SOA]
     old = next(iter(soa_rds))
     assert isinstance(old, SOA)
-    new = old.replace(serial=(old.serial + 1) % 2**32)
+    serial = (old.serial + 1) % 2**32 if next_serial is None else next_serial(old.serial)
+    new = old.replace(serial=serial)
     rds = dns.rdataset.Rdataset(IN, RdataType.SOA)
     rds.add(new, soa_rds.ttl)
     node = dict(records[origin])
@@ -322,8 +327,15 @@ def _check_ds(records: Records, origin: Name, touched: set[Name]) -> UpdateResul
     return None
 
 
-def apply_update(records: Records, origin: Name, message: dns.update.UpdateMessage) -> UpdateResult:
-    """Process one RFC 2136 update against ``records`` (not modified)."""
+def apply_update(
+    records: Records,
+    origin: Name,
+    message: dns.update.UpdateMessage,
+    *,
+    next_serial: Callable[[int], int] | None = None,
+) -> UpdateResult:
+    """Process one RFC 2136 update against ``records`` (not modified). ``next_serial`` maps
+    the old SOA serial to the new one (default: plus one)."""
     zone_section = message.zone
     if len(zone_section) != 1 or zone_section[0].rdtype != RdataType.SOA:
         return UpdateResult(Rcode.FORMERR, reason="zone section must hold one SOA question")
@@ -353,7 +365,7 @@ def apply_update(records: Records, origin: Name, message: dns.update.UpdateMessa
     if failed is not None:
         return failed
     if not _serial_gt(_serial(new, origin), _serial(records, origin)):
-        _bump_serial(new, origin)
+        _bump_serial(new, origin, next_serial)
     touched = frozenset(
         n for n in (*work.nodes, origin) if not _same_node(records.get(n, {}), new.get(n, {}))
     )

@@ -34,7 +34,7 @@ __all__ = ["COSE_ALGORITHMS", "parse_cose_sign1", "sign_cose"]
 COSE_ALGORITHMS = {"ES256": -7, "EdDSA": -8, "PS256": -37, "RS256": -257}
 _ALG_NAMES = {v: k for k, v in COSE_ALGORITHMS.items()}
 _HMAC = {4, 5, 6, 7}  # HMAC 256/64, 256/256, 384/384, 512/512
-ALG, CRIT, CTY, KID, X5CHAIN, X5U = 1, 2, 3, 4, 33, 35
+ALG, CRIT, CTY, KID, IV, PARTIAL_IV, X5CHAIN, X5U = 1, 2, 3, 4, 5, 6, 33, 35
 TAG_SIGN1 = 18
 
 
@@ -66,9 +66,54 @@ def sign_cose(
     return cbor.encode(cbor.Tag(TAG_SIGN1, body) if tagged else body)
 
 
+def _type_name(value: object) -> str:
+    return {list: "an array", dict: "a map", bytes: "a byte string", str: "a text string",
+            bool: "a boolean", float: "a float", int: "an integer"}.get(
+        type(value), "a tag" if isinstance(value, cbor.Tag) else type(value).__name__
+    )  # fmt: skip
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_header_types(header: dict[Any, Any], where: str) -> None:
+    """Refuse a known COSE header parameter (RFC 9052 3.1, RFC 9360) whose value has the
+    wrong CBOR type (``malformed``), before any value is used. ``kid`` and ``x5u`` keep their
+    own reasons (``bad-signer-name``, ``kid-x5u-mismatch``); ``crit`` of the right type is
+    ``crit-not-understood`` (checked by the caller)."""
+
+    def bad(label: str, value: object, wanted: str) -> MessageError:
+        return MessageError(
+            MessageReason.MALFORMED,
+            f"{where} header {label} is {_type_name(value)}, not {wanted}",
+        )
+
+    for label, value in header.items():
+        if label == ALG and not (_is_int(value) or isinstance(value, str)):
+            raise bad("alg", value, "an integer or text")
+        if label == CRIT and not (
+            isinstance(value, list)
+            and value
+            and all(_is_int(v) or isinstance(v, str) for v in value)
+        ):
+            raise bad("crit", value, "a non-empty array of labels")
+        if label == CTY and not ((_is_int(value) and value >= 0) or isinstance(value, str)):
+            raise bad("content type", value, "an unsigned integer or text")
+        if label in (IV, PARTIAL_IV) and not isinstance(value, bytes):
+            raise bad("IV" if label == IV else "partial IV", value, "a byte string")
+        if label == X5CHAIN and not (
+            isinstance(value, bytes)
+            or (isinstance(value, list) and value and all(isinstance(c, bytes) for c in value))
+        ):
+            raise bad("x5chain", value, "a byte string or an array of them")
+
+
 def _alg_name(value: object) -> str:
     if value is None:
         raise MessageError(MessageReason.MALFORMED, "no alg")
+    if not (_is_int(value) or isinstance(value, str)):
+        raise MessageError(MessageReason.MALFORMED, f"alg is {_type_name(value)}")
     if value in _HMAC or value == "none":
         raise MessageError(MessageReason.UNKNOWN_ALGORITHM, f"MAC algorithm {value!r} refused")
     if not isinstance(value, int) or value not in _ALG_NAMES:
@@ -103,7 +148,11 @@ def parse_cose_sign1(data: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedMess
         raise MessageError(MessageReason.MALFORMED, "protected header is not a map")
     both = set(protected) & set(unprotected)
     if both:
-        raise MessageError(MessageReason.DUPLICATE_HEADER, f"in both headers: {sorted(both)}")
+        raise MessageError(
+            MessageReason.DUPLICATE_HEADER, f"in both headers: {sorted(both, key=repr)}"
+        )
+    check_header_types(protected, "protected")
+    check_header_types(unprotected, "unprotected")
     if CRIT in protected or CRIT in unprotected:
         raise MessageError(MessageReason.CRIT_NOT_UNDERSTOOD, "crit header present")
     for label in (ALG, KID, X5U, X5CHAIN):

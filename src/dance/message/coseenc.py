@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dance.message import cbor
+from dance.message.cose import check_header_types
 from dance.message.errors import MessageError, MessageReason
 from dance.message.keys import PrivateKey, PublicKey, signer_name
 from dance.message.model import DEFAULT_LIMITS, Limits
@@ -108,9 +109,11 @@ def decrypt_cose(data: bytes, key: PrivateKey, limits: Limits = DEFAULT_LIMITS) 
         raise MessageError(MessageReason.MALFORMED, "bad COSE_Encrypt fields")
     if set(protected) & set(unprotected):
         raise MessageError(MessageReason.DUPLICATE_HEADER, "label in both headers")
+    check_header_types(protected, "content protected")
+    check_header_types(unprotected, "content unprotected")
     if 2 in protected or 2 in unprotected:
         raise MessageError(MessageReason.CRIT_NOT_UNDERSTOOD, "crit header present")
-    if protected.get(ALG) != A256GCM:
+    if protected.get(ALG) != A256GCM or isinstance(protected.get(ALG), bool):
         raise MessageError(MessageReason.UNKNOWN_ALGORITHM, f"content alg {protected.get(ALG)!r}")
     iv = unprotected.get(IV)
     if not isinstance(iv, bytes) or len(iv) != 12:
@@ -124,16 +127,26 @@ def decrypt_cose(data: bytes, key: PrivateKey, limits: Limits = DEFAULT_LIMITS) 
     r_protected = _map(r_protected_raw, "recipient")
     if set(r_protected) & set(r_unprotected):
         raise MessageError(MessageReason.DUPLICATE_HEADER, "label in both recipient headers")
+    check_header_types(r_protected, "recipient protected")
+    check_header_types(r_unprotected, "recipient unprotected")
     if 2 in r_protected or 2 in r_unprotected:
         raise MessageError(MessageReason.CRIT_NOT_UNDERSTOOD, "crit header present")
     alg = r_protected.get(ALG)
+    if isinstance(alg, bool):
+        raise MessageError(MessageReason.MALFORMED, "recipient alg is a boolean")
     if alg == ECDH_ES_HKDF_256:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
             key.curve, ec.SECP256R1
         ):
             raise MessageError(MessageReason.ALGORITHM_KEY_MISMATCH, "ECDH-ES needs a P-256 key")
         epk = r_unprotected.get(EPK)
-        if not isinstance(epk, dict) or epk.get(1) != 2 or epk.get(-1) != 1:
+        if (
+            not isinstance(epk, dict)
+            or type(epk.get(1)) is not int
+            or type(epk.get(-1)) is not int
+            or epk.get(1) != 2
+            or epk.get(-1) != 1
+        ):
             raise MessageError(MessageReason.MALFORMED, "ephemeral key is not a P-256 COSE_Key")
         x, y = epk.get(-2), epk.get(-3)
         if not isinstance(x, bytes) or not isinstance(y, bytes) or len(x) != 32 or len(y) != 32:

@@ -167,8 +167,37 @@ def strict_json(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+_JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               list: "an array", dict: "an object", type(None): "null"}  # fmt: skip
+#: Registered JOSE header parameters (RFC 7515 4.1, RFC 7516 4.1, RFC 7518 4.6-4.8, RFC 7797)
+#: and the JSON type of their value. ``kid``, ``x5u`` and ``alg`` are checked by their own
+#: parsers (reasons ``bad-signer-name``, ``kid-x5u-mismatch``, ``malformed``).
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "jku": (str,), "jwk": (dict,), "x5c": (list,), "x5t": (str,), "x5t#S256": (str,),
+    "typ": (str,), "cty": (str,), "crit": (list,), "enc": (str,), "zip": (str,),
+    "epk": (dict,), "apu": (str,), "apv": (str,), "iv": (str,), "tag": (str,),
+    "p2s": (str,), "p2c": (int,), "b64": (bool,),
+}  # fmt: skip
+
+
+def check_header_types(header: dict[str, Any]) -> None:
+    """Refuse a registered header parameter whose value has the wrong JSON type
+    (``malformed``), before any value is used."""
+    for name, wanted in _HEADER_TYPES.items():
+        if name not in header:
+            continue
+        value = header[name]
+        ok = isinstance(value, wanted) and not (bool not in wanted and isinstance(value, bool))
+        if name == "crit":
+            ok = ok and bool(value) and all(isinstance(v, str) for v in value)
+        if not ok:
+            got = _JSON_TYPES.get(type(value), type(value).__name__)
+            raise MessageError(MessageReason.MALFORMED, f"header {name} is {got}")
+
+
 def check_header(header: dict[str, Any], limits: Limits) -> tuple[str, str, tuple[bytes, ...]]:
     """(alg, canonical signer name, embedded DER chain) from a merged JOSE header."""
+    check_header_types(header)
     if "crit" in header:
         raise MessageError(MessageReason.CRIT_NOT_UNDERSTOOD, f"crit {header['crit']!r}")
     if "b64" in header:
@@ -367,6 +396,11 @@ def decrypt_jwe(token: str | bytes, key: PrivateKey, limits: Limits = DEFAULT_LI
     header = strict_json(b64d(parts[0], "protected header"), "protected header")
     for i, what in enumerate(("encrypted key", "iv", "ciphertext", "tag"), 1):
         b64d(parts[i], what)
+    check_header_types(header)
+    if "alg" in header and not isinstance(header["alg"], str):
+        raise MessageError(MessageReason.MALFORMED, "header alg is not a string")
+    if "kid" in header:
+        signer_name(header["kid"])  # bad-signer-name when not a ClientName
     if "crit" in header or "zip" in header:
         raise MessageError(MessageReason.CRIT_NOT_UNDERSTOOD, "crit/zip are not supported")
     alg = header.get("alg")

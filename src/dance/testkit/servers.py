@@ -249,9 +249,12 @@ def child_ds(port: int, child: str) -> list[str]:
     return out
 
 
-def start_unbound(workdir: Path, anchor_text: str, stubs: dict[str, int]) -> Server:
+def start_unbound(
+    workdir: Path, anchor_text: str, stubs: dict[str, int], *, extra: str = ""
+) -> Server:
     """Start a validating Unbound that trusts ``anchor_text`` and reaches ``stubs`` zones at the
-    given loopback ports."""
+    given loopback ports. ``extra`` is added to the ``server:`` clause (indented lines, e.g.
+    ``    val-override-date: "20300101000000"``)."""
     unbound = require_binary("unbound")
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +288,7 @@ def start_unbound(workdir: Path, anchor_text: str, stubs: dict[str, int]) -> Ser
     incoming-num-tcp: 64
     val-log-level: 2
     num-threads: 1
+{extra}
 {local_zones}
 {stub_conf}
 """

@@ -563,11 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     from dance.service.config import add_config_option
+    from dance.service.options import WORKER_COMMANDS, add_service_options
 
     for command in SERVICE_COMMANDS:
         service = sub.choices.get(command)
         if service is not None:
             add_config_option(service)
+            add_service_options(service, workers=command in WORKER_COMMANDS)
     return parser
 
 

@@ -131,15 +131,29 @@ class Observer:
         handshake_seconds: float | None = None,
     ) -> None:
         """One decision: log a line and count it. ``started`` is a ``time.monotonic()`` value."""
-        latency = time.monotonic() - started
         if isinstance(result, Identity):
-            outcome, reason, dns = "accepted", "-", "secure"
-            name = result.client_name
+            self.record(peer, result.client_name, "accepted", "-", "secure", started,
+                        handshake_seconds=handshake_seconds)  # fmt: skip
         else:
-            outcome, reason = "rejected", result.reason.value
-            dns = result.dns_outcome or "-"
             name = result.client_name or client_name or "-"
-        self.counts[outcome] += 1
+            self.record(peer, name, "rejected", result.reason.value, result.dns_outcome or "-",
+                        started, handshake_seconds=handshake_seconds)  # fmt: skip
+
+    def record(
+        self,
+        peer: str,
+        client_name: str,
+        outcome: str,
+        reason: str,
+        dns: str,
+        started: float,
+        *,
+        handshake_seconds: float | None = None,
+    ) -> None:
+        """One decision in its parts (for adapters whose verdicts are not a `Result`)."""
+        latency = time.monotonic() - started
+        name = client_name or "-"
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
         if self.metrics is not None:
             self.metrics.decisions.labels(outcome, reason).inc()
             if dns != "-":

@@ -11,8 +11,8 @@ over them) and keeps its own caches. The parent only supervises:
 * A child that dies on its own is started again, at most ``max_restarts`` times a minute; past
   that the parent stops the others and exits 1.
 
-Each child's access log and metrics are its own; with ``--metrics`` the parent serves the sum
-(docs/deploy.md).
+Each child's access log and metrics are its own: with ``--metrics HOST:PORT``, worker ``i``
+serves its ``/metrics`` at ``PORT + i`` (scrape them all; docs/deploy.md).
 """
 
 from __future__ import annotations

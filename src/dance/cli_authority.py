@@ -84,8 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     host, port = parse_hostport(args.listen)
     handler = logging.StreamHandler(sys.stderr)
+    json_log = args.json_log or getattr(args, "log_format", "text") == "json"
     handler.setFormatter(
-        _JsonFormatter() if args.json_log else logging.Formatter("%(asctime)s %(message)s")
+        _JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(message)s")
     )
     logger = logging.getLogger("dance")
     level = logger.level
@@ -151,6 +152,13 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await authority.start_async(host, port)
+        from dance.service.options import ServiceOptionError, observe
+
+        try:
+            _, endpoint = observe(args, "authority", authority.metrics)
+        except ServiceOptionError as exc:
+            await authority.stop_async()
+            raise UsageError(str(exc)) from None
         zones = " ".join(o.to_text() for o in authority.origins)
         print(
             f"dance authority: serving {zones} on {authority.host} port {authority.port} "
@@ -166,6 +174,8 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
         try:
             await stop.wait()
         finally:
+            if endpoint is not None:
+                endpoint.close()
             await authority.stop_async()
 
     try:

@@ -466,6 +466,23 @@ class Authority:
     def serial(self, origin: str | Name) -> int:
         return _soa_serial(self._state(origin).records, self._name(origin))
 
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Counters for a metrics collector: totals, updates by rcode, refusals by reason,
+        and per zone its serial and the time its last signing took (read at scrape time)."""
+        stats = self.stats
+        totals = {k: float(v) for k, v in vars(stats).items() if isinstance(v, int | float)}
+        totals["tcp_connections"] = float(self.connections)
+        states = list(self._zones.values())
+        return {
+            "authority": totals,
+            "authority_updates_by_rcode:rcode": {k: float(v) for k, v in stats.by_rcode.items()},
+            "authority_refused:reason": {k: float(v) for k, v in stats.refused.items()},
+            "zone_serial:zone": {
+                s.origin.to_text(): float(_soa_serial(s.records, s.origin)) for s in states
+            },
+            "zone_sign_seconds:zone": {s.origin.to_text(): s.sign_seconds for s in states},
+        }
+
     def trust_anchor(self, origin: str | Name | None = None) -> str:
         """DS and DNSKEY lines (``--trust-anchor`` file format) for one zone or all zones."""
         states = [self._state(origin)] if origin is not None else list(self._zones.values())

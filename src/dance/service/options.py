@@ -86,7 +86,7 @@ def setup_access_log(log_format: str) -> None:
 def observe(
     args: argparse.Namespace,
     service: str,
-    sources: Callable[[], Mapping[str, Mapping[str, int]]],
+    sources: Callable[[], Mapping[str, Mapping[str, float]]],
     readiness: Readiness | None = None,
 ) -> tuple[Observer, MetricsEndpoint | None]:
     """The Observer of a service command, and its metrics endpoint when ``--metrics`` is given

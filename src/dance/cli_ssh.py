@@ -172,8 +172,31 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         request_timeout=min(args.deadline + 3.0, 60.0),
     )
 
+    from dance.service.options import ServiceOptionError, observe
+
     async def run() -> None:
-        daemon = KeyDaemon(config, lambda: make_resolver(args))
+        holder: dict[str, KeyDaemon] = {}
+
+        def sources() -> dict[str, dict[str, float]]:
+            daemon = holder.get("daemon")
+            if daemon is None:
+                return {}
+            stats = daemon.stats
+            out: dict[str, dict[str, float]] = {
+                "ssh": {"requests": stats.requests, "accepted": stats.accepted,
+                        "refused": stats.refused},
+                "ssh_errors:reason": dict(stats.errors),
+            }  # fmt: skip
+            if daemon.resolver is not None:
+                out["dns"] = dict(daemon.resolver.stats())
+            return out
+
+        try:
+            observer, endpoint = observe(args, "ssh-keys", sources)
+        except ServiceOptionError as exc:
+            raise UsageError(str(exc)) from None
+        daemon = KeyDaemon(config, lambda: make_resolver(args), observer)
+        holder["daemon"] = daemon
         try:
             await daemon.start()
         except OSError as exc:
@@ -186,6 +209,8 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
         finally:
+            if endpoint is not None:
+                endpoint.close()
             await daemon.close()
             log.info(
                 "ssh key daemon stopped: %d requests, %d accepted, %d refused, errors %s",

@@ -48,7 +48,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.update
 
-from dance.authority.server import Authority, Limits
+from dance.authority import Authority, Limits
 from dance.authority.store import ZoneDir, trust_anchor_text
 from dance.dns import Outcome, TLSAResolver, TrustAnchors
 from dance.tsig import TSIGKey, generate_tsig_key

@@ -83,7 +83,17 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root.addHandler(handler)
 
 
+def _teardown_logging(level: int) -> None:
+    """Remove our handler and restore the level: in-process callers keep their logging as it was."""
+    root = logging.getLogger("dance")
+    for old in _handlers:
+        root.removeHandler(old)
+    _handlers.clear()
+    root.setLevel(level)
+
+
 def cmd_keys_command(args: argparse.Namespace) -> int:
+    level = logging.getLogger("dance").level
     _setup_logging(args)
     try:
         return _keys_command(args)
@@ -93,6 +103,8 @@ def cmd_keys_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # never a traceback to sshd; fail closed
         log.error("internal error, key refused: %s: %s", type(exc).__name__, exc)
         return EXIT_CONFIG
+    finally:
+        _teardown_logging(level)
 
 
 def _keys_command(args: argparse.Namespace) -> int:

@@ -16,10 +16,13 @@ from dance.credentials import CertificateChain, load_certificates
 from dance.names import tree_device_name
 from dance.tlsa import TLSARecord, make_record, verify
 
+
 def _now() -> datetime.datetime:
     """The time of the check (the CLI issues certificates at the time it runs; a module-level
     constant would lag behind it by however long the suite took to get here)."""
     return datetime.datetime.now(datetime.UTC)
+
+
 SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 

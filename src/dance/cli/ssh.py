@@ -23,7 +23,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from dance.cli import (
+from dance.cli.common import (
     StderrHandler,
     UsageError,
     _Parser,

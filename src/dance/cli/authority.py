@@ -49,7 +49,7 @@ def _zone_name(text: str) -> Any:
     import dns.exception
     import dns.name
 
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     try:
         name = dns.name.from_text(text)
@@ -61,7 +61,7 @@ def _zone_name(text: str) -> Any:
 
 
 def _tsig_keys(args: argparse.Namespace) -> list[Any]:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
     from dance.tsig import TSIGError, load_tsig_keys, tsig_key_from_env
 
     keys = []
@@ -76,11 +76,11 @@ def _tsig_keys(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     if not args.zone_dir:
         raise UsageError("--zone-dir DIR is required (create a zone with 'dance authority init')")
-    from dance.cli import parse_hostport
+    from dance.cli.common import parse_hostport
 
     host, port = parse_hostport(args.listen)
     handler = logging.StreamHandler(sys.stderr)
@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
 
     from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
     from dance.authority.update import UpdatePolicy
-    from dance.cli import UsageError, parse_hostport
+    from dance.cli.common import UsageError, parse_hostport
 
     try:
         keys = _tsig_keys(args)
@@ -190,7 +190,7 @@ def _xot_config(args: argparse.Namespace, authority: Any, host: str, port: int) 
     --xot-server names another (the secondaries' TLSA records may live in the served zones)."""
     from dance.auth import AllowList, Authenticator
     from dance.authority.xot import XoTConfig
-    from dance.cli import UsageError, parse_hostport
+    from dance.cli.common import UsageError, parse_hostport
     from dance.dns import ConfigurationError, TLSAResolver, TrustAnchors
     from dance.tls.bridge import check_codepoint
 
@@ -236,7 +236,7 @@ def _xot_config(args: argparse.Namespace, authority: Any, host: str, port: int) 
 
 def cmd_init(args: argparse.Namespace) -> int:
     from dance.authority import ALGORITHMS, AuthorityError, ZoneDir, trust_anchor_text
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     origin = _zone_name(args.zone)
     store = ZoneDir(args.zone_dir)
@@ -281,7 +281,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_anchor(args: argparse.Namespace) -> int:
     from dance.authority import AuthorityError, ZoneDir, trust_anchor_text
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     store = ZoneDir(args.zone_dir)
     try:
@@ -300,7 +300,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_tsig_key(args: argparse.Namespace) -> int:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
     from dance.tsig import TSIGError, generate_tsig_key, write_tsig_key
 
     try:

@@ -10,7 +10,7 @@ import logging
 import signal
 from typing import Any
 
-from dance.cli import (
+from dance.cli.common import (
     UsageError,
     add_dns_options,
     log_to_stderr,

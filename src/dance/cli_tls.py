@@ -278,9 +278,10 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         resolvers: list[TLSAResolver] = [resolver]
         closing: set[asyncio.Task[None]] = set()
         auth = Authenticator(resolver, allow=allow)
+        proxy = Proxy(config)
         try:
             server = await serve(
-                Proxy(config).handle,
+                proxy.handle,
                 listen[0],
                 listen[1],
                 cert=args.cert,
@@ -360,6 +361,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 with contextlib.suppress(Exception):
                     await res.aclose()
             log.info("proxy stats: %s", server.stats.snapshot())
+            log.info("relay stats: %s", proxy.stats.snapshot())
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

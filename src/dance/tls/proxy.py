@@ -26,7 +26,7 @@ from dance.auth import Authenticator
 from dance.identity import Identity
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
-from dance.tls.server import ClientGone, DanceServer, serve, until_client_leaves
+from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
 
 __all__ = ["DEFAULT_HEADER", "ProxyConfig", "ProxyError", "start_proxy"]
 
@@ -284,6 +284,8 @@ class Proxy:
                 self.stats.closed_by_backend += 1
         finally:
             await _close_stream(b_writer, cfg.close_timeout)
+            for stream in (reader, b_reader):  # a reset is kept with frames referring back
+                forget(stream.exception())
 
 
 async def start_proxy(

@@ -50,6 +50,7 @@ from dance.tls.bridge import (
 )
 
 __all__ = [
+    "ROUTINE_ERRORS",
     "ClientGone",
     "DanceServer",
     "DanceStreamWriter",
@@ -167,6 +168,21 @@ class DanceStreamWriter(asyncio.StreamWriter):
     def gone(self) -> asyncio.Future[None]:
         """Done once the connection is lost."""
         return self.connection.gone
+
+
+def forget(exc: BaseException | None) -> None:
+    """Drop what an exception caught at the end of a connection refers to (its traceback holds
+    the frames of asyncio's start_tls, whose waiter future holds the exception: a reference
+    cycle keeping the connection's 256 KiB TLS buffer until a full garbage collection)."""
+    seen: set[int] = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__context__ or current.__cause__
+
+
+_forget = forget
 
 
 def _addr(peer: Any) -> str:
@@ -527,6 +543,7 @@ class DanceServer:
                 if loop.time() - started >= self.handshake_timeout:
                     self.stats.count("limit_handshake-timeout")
                 log.debug("handshake with %s ended: %r", _addr(peer), exc)
+                _forget(exc)
                 return
             if tls is None or conn.gone.done():
                 self.stats.count("client_gone_handshake")
@@ -548,11 +565,16 @@ class DanceServer:
             raise
         except ROUTINE_ERRORS as exc:
             log.debug("connection from %s ended: %r", _addr(peer), exc)
-        except Exception:
+            _forget(exc)
+        except Exception as exc:
             log.exception("connection handler failed (client %s)", _addr(peer))
+            _forget(exc)
         finally:
             if writer is not None and graceful:
                 await self._close(writer, conn)
+            stored = reader.exception()  # a reset is kept there with frames that refer back
+            if stored is not None:
+                _forget(stored)
 
     async def _close(self, writer: DanceStreamWriter, conn: _Connection) -> None:
         """Close gracefully (flush, close_notify) within ``close_timeout``, else abort."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +86,19 @@ class ProxyStats:
 
 async def _close_stream(writer: asyncio.StreamWriter, timeout: float) -> None:
     """Close a plain TCP stream, letting buffered data out for ``timeout`` seconds at most."""
+    closed = False
     try:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), timeout)
+        closed = True
     except (OSError, TimeoutError):
         pass
     finally:
+        if not closed:  # not flushed in time (or cancelled): reset, keep nothing queued
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()  # a no-op once closed
 
 

@@ -30,7 +30,9 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Identity], Awaitable[None]]
 T = TypeVar("T")
+_LINGER_0 = struct.pack("ii", 1, 0)
 
 # What a client that goes away (or misbehaves at the transport level) makes a handler raise:
 # routine, logged at debug level, never a traceback.
@@ -103,6 +106,7 @@ class _Connection(asyncio.StreamReaderProtocol):
         self.last = loop.time()
         self.idle_timeout: float | None = None
         self.tls: asyncio.Transport | None = None
+        self.raw: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -134,8 +138,20 @@ class _Connection(asyncio.StreamReaderProtocol):
             return
         self.stats.count("limit_idle-timeout")
         log.debug("closing %s: idle for %.0f s", _addr(self.peer), quiet)
+        self.reset()
+
+    def reset(self) -> None:
+        """Abort with a TCP RST: nothing queued is kept for a peer that does not read (a plain
+        close would leave the kernel holding the unsent data, and the peer connected)."""
+        if self.raw is not None:
+            sock = self.raw.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
         if self.tls is not None:
             self.tls.abort()
+        elif self.raw is not None:
+            self.raw.abort()
 
 
 class DanceStreamWriter(asyncio.StreamWriter):
@@ -522,6 +538,7 @@ class DanceServer:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
         conn = _Connection(reader, loop, peer, local, self.stats)
+        conn.raw = raw
         writer: DanceStreamWriter | None = None
         graceful = False
         try:
@@ -560,8 +577,7 @@ class DanceServer:
             await handler(reader, writer, identity)
         except asyncio.CancelledError:
             graceful = False
-            if writer is not None:
-                writer.transport.abort()
+            conn.reset()
             raise
         except ROUTINE_ERRORS as exc:
             log.debug("connection from %s ended: %r", _addr(peer), exc)
@@ -585,7 +601,7 @@ class DanceServer:
                 await asyncio.wait({conn.gone}, timeout=self.close_timeout)
         finally:
             if not conn.gone.done():
-                writer.transport.abort()
+                conn.reset()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

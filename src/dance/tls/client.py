@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,8 +147,10 @@ class ProbeResult:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return str(exc.reason or exc)
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno).lower()  # asyncio's own text names no reason
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower() if exc.errno is not None else exc.strerror
+        return str(exc.strerror)
     return str(exc) or type(exc).__name__
 
 

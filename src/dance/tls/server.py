@@ -319,6 +319,7 @@ class DanceServer:
         self._lookups = asyncio.Semaphore(max_lookups)
         self._chains: dict[tuple[bytes, ...], CertificateChain] = {}
         self.server: asyncio.Server | None = None
+        self._address: Any = None
         self.accepting = True
         self._handler: Handler | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection, strongly held
@@ -470,6 +471,7 @@ class DanceServer:
         self._check_descriptors()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: _Accept(self), host, port, backlog=backlog)
+        self._address = self.server.sockets[0].getsockname()
 
     def _check_descriptors(self) -> None:
         needed = 2 * self.max_connections + 64
@@ -647,13 +649,18 @@ class DanceServer:
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        """The listening port (still known once the server has stopped listening)."""
+        if self._address is None:
+            assert self.server is not None and self.server.sockets
+            self._address = self.server.sockets[0].getsockname()
+        return int(self._address[1])
 
     @property
     def host(self) -> str:
-        assert self.server is not None
-        return str(self.server.sockets[0].getsockname()[0])
+        if self._address is None:
+            assert self.server is not None and self.server.sockets
+            self._address = self.server.sockets[0].getsockname()
+        return str(self._address[0])
 
     def close(self) -> None:
         """Stop listening (established connections go on; see :meth:`shutdown`)."""

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint types unit bench clean venv
+.PHONY: test demo lint types unit bench soak clean venv
 
 venv: $(STAMP)
 
@@ -47,6 +47,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_message.py
 	$(BIN)/python bench/bench_tls.py
 	$(BIN)/python bench/bench_ssh.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak_tls.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

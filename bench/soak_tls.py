@@ -1,6 +1,7 @@
 """Load, abuse and faults against a `dance proxy` process (tcp mode, PROXY v2, SAN fallback on).
 
-    .venv/bin/python bench/soak_tls.py [--phase-seconds 30] [--holders 200] [--json]
+    .venv/bin/python bench/soak_tls.py [--phase-seconds 30] [--holders 200]
+        [--backend-fault-seconds 10] [--handshake-timeout 10] [--idle-timeout 10] [--json]
 
 A steady stream of legitimate DANCE clients (dane_clientid, cached identity, from 127.0.0.2)
 talks through the proxy to a backend that, like an HTTP server, waits for the client to speak
@@ -797,6 +798,7 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
             ("backend resetting", backend_fault("reset")),
         ):
             report["phases"].append(await run_phase(name, proxy, legit, baseline, settings, action))
+        await wait_for_baseline(proxy, baseline, settings.baseline_wait)
         report["final"] = {"fds": proxy.fds(), "rss_kib": proxy.rss_kib()}
     finally:
         for task in list(tasks):
@@ -842,6 +844,8 @@ def main() -> None:
     parser.add_argument("--holders", type=int, default=200)
     parser.add_argument("--backend-fault-seconds", type=float, default=10.0)
     parser.add_argument("--max-per-address", type=int, default=64)
+    parser.add_argument("--handshake-timeout", type=float, default=10.0)
+    parser.add_argument("--idle-timeout", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flood", choices=sorted(FLOOD_SOURCES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -859,6 +863,9 @@ def main() -> None:
         backend_fault_seconds=args.backend_fault_seconds,
         max_per_address=args.max_per_address,
         baseline_wait=60.0,
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        backend_timeout=5.0,
     )
     report = run(settings)
     if args.json:

@@ -41,7 +41,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         holders=40,
         backend_fault_seconds=1.0,
         baseline_wait=20.0,
-        handshake_timeout=1.0,
+        handshake_timeout=3.0,  # a loaded machine must not cut legitimate handshakes
         idle_timeout=1.5,
         backend_timeout=1.0,
         max_per_address=32,

@@ -5,6 +5,7 @@ configuration is refused, logged, and the old one kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -69,6 +70,18 @@ class Proxy:
         return (await self.proc.stderr.read()).decode(errors="replace")
 
 
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+def kill_leftovers() -> None:
+    """Stop the proxies a failed test left running."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+
 async def start_proxy(world: World, backend_port: int, *extra: str) -> Proxy:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = await asyncio.create_subprocess_exec(
@@ -77,6 +90,7 @@ async def start_proxy(world: World, backend_port: int, *extra: str) -> Proxy:
         "--server", f"{world.dns[0]}:{world.dns[1]}", "-v", *extra,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
+    STARTED.append(proc)
     proxy = Proxy(proc, 0)
     line = await proxy.line("listening on")
     proxy.port = int(line.split("listening on 127.0.0.1:")[1].split(",")[0])
@@ -151,6 +165,7 @@ def test_sigterm_drains_established_connections_then_exits_0(world: World) -> No
             writer.close()
             clean(await proxy.stderr())
         finally:
+            kill_leftovers()
             backend.close()
 
     asyncio.run(scenario())
@@ -238,6 +253,7 @@ def test_sighup_reloads_without_dropping_connections(world: World, tmp_path: Pat
             clean(stderr)
             assert stderr.count("reload refused") == 3  # logged as well
         finally:
+            kill_leftovers()
             backend.close()
 
     asyncio.run(scenario())

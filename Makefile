@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements/dev.lock
 PIP    := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip
 
-.PHONY: test demo lint types unit bench bench-quick bench-report clean venv lock test-latest wheel
+.PHONY: test demo lint types unit bench bench-quick bench-report soak clean venv lock test-latest wheel
 
 venv: $(STAMP)
 
@@ -86,6 +86,9 @@ bench-quick: $(STAMP)
 
 bench-report: $(STAMP)
 	$(BIN)/python bench/report.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak_tls.py
 
 clean:
 	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

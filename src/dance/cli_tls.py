@@ -18,7 +18,7 @@ from dance.cli import (
     parse_hostport,
 )
 
-EXIT_OK, EXIT_NEGATIVE = 0, 1
+EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--allow",
         action="append",
-        required=True,
         metavar="NAME_OR_SUFFIX",
         help="allowed client name, or .suffix for every name below it (repeatable)",
+    )
+    p.add_argument(
+        "--allow-file",
+        metavar="FILE",
+        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
     )
     p.add_argument("--mode", choices=("tcp", "http"), default="tcp")
     p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
@@ -70,7 +74,24 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="clients without dane_clientid: use the single SAN dNSName as their name",
     )
-    p.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
+    lim = p.add_argument_group("limits (each refusal is counted; see docs/tls.md)")
+    lim.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
+    lim.add_argument("--max-lookups", type=int, default=32, help="DNS lookups at once, max")
+    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--max-connections", type=int, default=512, help="connections at once")
+    lim.add_argument("--max-per-address", type=int, default=64, help="connections per client IP")
+    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument(
+        "--idle-timeout", type=float, default=300.0, metavar="S", help="0: no idle timeout"
+    )
+    lim.add_argument("--backend-timeout", type=float, default=5.0, metavar="S")
+    lim.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, time given to established connections before they are closed",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_proxy)
@@ -87,11 +108,25 @@ def register(subparsers: Any) -> None:
     c.add_argument("--cafile", metavar="FILE", help="CA to verify the server (default: system)")
     c.add_argument("--insecure", action="store_true", help="do not verify the server")
     c.add_argument("--server-name", metavar="NAME", help="SNI and name to verify (default: HOST)")
-    c.add_argument("--send", metavar="TEXT", help="send TEXT (\\n-terminated) after connecting")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--send", metavar="TEXT", help="send TEXT and CRLF after connecting")
+    what.add_argument(
+        "--http",
+        metavar="PATH",
+        help="send 'GET PATH HTTP/1.1' with Host and 'Connection: close' after connecting",
+    )
     c.add_argument("--wait", type=float, default=2.0, help="seconds to wait for a first read")
     c.add_argument("--timeout", type=float, default=10.0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_connect)
+
+
+def _http_request(path: str, host: str) -> bytes:
+    if not path.startswith("/") or any(not 0x21 <= ord(c) <= 0x7E for c in path):
+        raise UsageError(f"--http {path!r}: a path starts with / and has no spaces or controls")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("ascii")
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -102,8 +137,19 @@ def cmd_connect(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.target, "HOST:PORT")
     if port == 0:
         raise UsageError("port 0 is not a server port")
+    for label, value in (("--wait", args.wait), ("--timeout", args.timeout)):
+        if not value > 0:
+            raise UsageError(f"{label} must be positive")
     name = client_name_arg(args.name)
     codepoint = _codepoint(args.clientid_codepoint)
+    if args.send is not None:
+        if "\r" in args.send or "\n" in args.send:
+            raise UsageError("--send TEXT is one line; CRLF is added")
+        send = args.send.encode("utf-8") + b"\r\n"
+    elif args.http is not None:
+        send = _http_request(args.http, args.server_name or host)
+    else:
+        send = b""
     try:
         context = client_context(
             name=name,
@@ -117,7 +163,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise UsageError(f"cannot load the client certificate or key: {exc}") from None
-    send = (args.send + "\n").encode() if args.send is not None else b""
     result = asyncio.run(
         probe(
             host,
@@ -135,6 +180,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
         out["client_name"] = name
         out["clientid_codepoint"] = f"{codepoint:#06x}"
         print(json.dumps(out))
+    elif not result.connected:
+        print(f"could not connect: {host}:{port}: {result.detail}")
     else:
         verdict = "accepted" if result.accepted else "refused"
         print(f"{verdict}: {result.detail}")
@@ -148,69 +195,173 @@ def cmd_connect(args: argparse.Namespace) -> int:
             )
         if result.reply:
             print(f"  reply: {result.reply.decode('utf-8', 'replace').rstrip()}")
+    if not result.connected:
+        return EXIT_UNREACHABLE
     return EXIT_OK if result.accepted else EXIT_NEGATIVE
 
 
+def _allow_entries(args: argparse.Namespace) -> list[str]:
+    entries = list(args.allow or [])
+    if args.allow_file:
+        try:
+            with open(args.allow_file, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--allow-file: {exc}") from None
+        for line in text.splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                entries.append(entry)
+    if not entries:
+        raise UsageError("no allowed names: give --allow NAME_OR_SUFFIX or --allow-file FILE")
+    return entries
+
+
+def _raise_descriptor_limit(needed: int) -> None:
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:  # pragma: no cover - the server warns if still low
+        log.debug("cannot raise the descriptor limit: %s", exc)
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
+    import signal
     import ssl
 
     from dance.auth import AllowList, Authenticator
+    from dance.dns import TLSAResolver
     from dance.tls import BridgeError, serve
     from dance.tls.proxy import Proxy, ProxyConfig
 
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
     codepoint = _codepoint(args.clientid_codepoint)
+    for label, count in (
+        ("--max-pending", args.max_pending),
+        ("--max-lookups", args.max_lookups),
+        ("--max-connections", args.max_connections),
+        ("--max-per-address", args.max_per_address),
+    ):
+        if count < 1:
+            raise UsageError(f"{label} must be at least 1")
+    for label, seconds in (
+        ("--lookup-timeout", args.lookup_timeout),
+        ("--handshake-timeout", args.handshake_timeout),
+        ("--backend-timeout", args.backend_timeout),
+    ):
+        if not seconds > 0:
+            raise UsageError(f"{label} must be positive")
+    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
+        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
     try:
-        allow = AllowList.parse(args.allow)
+        allow = AllowList.parse(_allow_entries(args))
         config = ProxyConfig(
             backend,
             mode=args.mode,
             tlv_type=_int(args.tlv_type, "--tlv-type"),
             header=args.header,
+            connect_timeout=args.backend_timeout,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.max_pending < 1:
-        raise UsageError("--max-pending must be at least 1")
     if args.verbose:
         log_to_stderr(logging.INFO)
     resolver = make_resolver(args)
+    _raise_descriptor_limit(2 * args.max_connections + 64)
 
     async def run() -> None:
-        async with resolver:
-            auth = Authenticator(resolver, allow=allow)
+        resolvers: list[TLSAResolver] = [resolver]
+        closing: set[asyncio.Task[None]] = set()
+        auth = Authenticator(resolver, allow=allow)
+        proxy = Proxy(config)
+        try:
+            server = await serve(
+                proxy.handle,
+                listen[0],
+                listen[1],
+                cert=args.cert,
+                key=args.key,
+                authenticator=auth,
+                codepoint=codepoint,
+                san_fallback=args.san_fallback,
+                max_pending=args.max_pending,
+                max_lookups=args.max_lookups,
+                lookup_timeout=args.lookup_timeout,
+                handshake_timeout=args.handshake_timeout,
+                max_connections=args.max_connections,
+                max_per_address=args.max_per_address,
+                idle_timeout=args.idle_timeout or None,
+            )
+        except BridgeError as exc:
+            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot start: {exc}") from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def close_later(old: TLSAResolver) -> None:
+            await asyncio.sleep(args.lookup_timeout + 1)  # lookups still using it end first
+            await old.aclose()
+
+        def reload() -> None:
+            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
             try:
-                server = await serve(
-                    Proxy(config).handle,
-                    listen[0],
-                    listen[1],
+                new_allow = AllowList.parse(_allow_entries(args))
+                new_resolver = make_resolver(args)
+                server.reload(
                     cert=args.cert,
                     key=args.key,
-                    authenticator=auth,
-                    codepoint=codepoint,
-                    san_fallback=args.san_fallback,
-                    max_pending=args.max_pending,
+                    authenticator=Authenticator(new_resolver, allow=new_allow),
                 )
-            except BridgeError as exc:
-                raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"cannot start: {exc}") from None
-            async with server:
-                where = f"{server.host}:{server.port}"
-                if args.json:
-                    print(json.dumps({"listening": where, "mode": args.mode}), flush=True)
-                else:
-                    print(
-                        f"dance proxy: listening on {where}, {args.mode} mode, "
-                        f"backend {backend[0]}:{backend[1]}",
-                        flush=True,
-                    )
-                try:
-                    await server.serve_forever()
-                finally:
-                    stats = server.stats.snapshot()
-                    log.info("proxy stats: %s", stats)
+            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
+                log.error("reload refused (the previous configuration stays): %s", exc)
+                print(f"dance proxy: reload refused, configuration unchanged: {exc}", flush=True)
+                return
+            task = loop.create_task(close_later(resolvers[-1]))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+            resolvers.append(new_resolver)
+            log.info("configuration reloaded")
+            print("dance proxy: configuration reloaded", flush=True)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        where = f"{server.host}:{server.port}"
+        if args.json:
+            print(json.dumps({"listening": where, "mode": args.mode}), flush=True)
+        else:
+            print(
+                f"dance proxy: listening on {where}, {args.mode} mode, "
+                f"backend {backend[0]}:{backend[1]}",
+                flush=True,
+            )
+        try:
+            await stop.wait()
+            log.info(
+                "stopping: %d connection(s) get up to %g s to finish",
+                server.connections,
+                args.drain_timeout,
+            )
+            cut = await server.shutdown(args.drain_timeout)
+            if cut:
+                log.info("closed %d connection(s) still open at the deadline", cut)
+            print(f"dance proxy: stopped ({cut} connection(s) cut at the deadline)", flush=True)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for task in closing:
+                task.cancel()
+            for res in resolvers:
+                with contextlib.suppress(Exception):
+                    await res.aclose()
+            log.info("proxy stats: %s", server.stats.snapshot())
+            log.info("relay stats: %s", proxy.stats.snapshot())
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

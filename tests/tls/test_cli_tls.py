@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -25,10 +27,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 class LoopThread:
-    """A DANCE echo server in a background event loop (dance.cli.main runs its own loop)."""
+    """A DANCE echo server in a background event loop (dance.cli.main runs its own loop).
+    ``record=True``: the handler first reads what the client sends (up to an empty line, or one
+    line, within 2 s), keeps it in ``.received`` and replies with its length."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, *, record: bool = False, silent: bool = False) -> None:
         self.world = world
+        self.record = record
+        self.silent = silent
+        self.received: list[bytes] = []
         self.ready = threading.Event()
         self.port = 0
         self.loop = asyncio.new_event_loop()
@@ -46,7 +53,17 @@ class LoopThread:
         async def handler(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: Identity
         ) -> None:
-            writer.write(f"hello {identity.identity}\n".encode())
+            if self.silent:
+                return  # authenticated, then closed without a byte
+            if self.record:
+                data = b""
+                with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError):
+                    while not data.endswith(b"\r\n\r\n") and not data.startswith(b"line"):
+                        data += await asyncio.wait_for(reader.readuntil(b"\n"), 2)
+                self.received.append(data)
+                writer.write(f"got {len(data)}\n".encode())
+            else:
+                writer.write(f"hello {identity.identity}\n".encode())
             await writer.drain()
 
         async with resolver(self.world) as res:
@@ -191,3 +208,77 @@ def test_proxy_process_tcp_mode(world: World) -> None:
             backend.server.close()
 
     asyncio.run(scenario())
+
+
+def test_connect_send_ends_with_crlf_and_http_sends_a_request(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with LoopThread(world, record=True) as srv:
+        assert main(connect_args(world, srv.port, world.device, DEVICE, "--send", "line one")) == 0
+        assert main(connect_args(world, srv.port, world.device, DEVICE, "--http", "/a?b=c")) == 0
+    assert srv.received == [
+        b"line one\r\n",
+        b"GET /a?b=c HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ]
+    out = capsys.readouterr().out
+    assert out.count("accepted: server sent data") == 2
+    assert "reply: got 10" in out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--http", "no-slash"),
+        ("--http", "/a b"),
+        ("--http", "/\x01"),
+        ("--send", "two\nlines"),
+        ("--send", "x", "--http", "/"),
+        ("--wait", "0"),
+        ("--timeout", "-1"),
+    ],
+)
+def test_connect_unusable_options(
+    world: World, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+) -> None:
+    try:
+        code = main(connect_args(world, 1, world.device, DEVICE, *extra))
+    except SystemExit as exc:  # argparse: --send and --http together
+        code = int(str(exc.code))
+    assert code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_connect_could_not_connect_exit_3(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(connect_args(world, port, world.device, DEVICE)) == 3
+    out = capsys.readouterr().out
+    assert out.startswith(f"could not connect: 127.0.0.1:{port}: connection refused"), out
+    assert main(connect_args(world, port, world.device, DEVICE, "--json")) == 3
+    result = json.loads(capsys.readouterr().out)
+    assert result["outcome"] == "could-not-connect" and result["accepted"] is False
+    with socket.socket() as listener:  # accepts TCP, never speaks TLS
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        silent = listener.getsockname()[1]
+        code = main(connect_args(world, silent, world.device, DEVICE, "--timeout", "1"))
+    assert code == 3
+    assert capsys.readouterr().out.startswith(
+        f"could not connect: 127.0.0.1:{silent}: no connection within 1 s"
+    )
+
+
+def test_connect_refused_and_accepted_outcomes(
+    world: World, echo: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'accepted' only when the server accepted: an alert is 'refused' (exit 1), a connection
+    closed before any data is 'refused' too (a DANCE server refusing after its DNS lookup
+    looks like that), never 'accepted'."""
+    assert main(connect_args(world, echo.port, world.impostor, DEVICE, "--json")) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["outcome"] == "refused" and out["detail"].startswith("alert:")
+    with LoopThread(world, silent=True) as srv:
+        assert main(connect_args(world, srv.port, world.device, DEVICE)) == 1
+    out2 = capsys.readouterr().out
+    assert out2.startswith("refused: server closed the connection before sending data"), out2

@@ -58,8 +58,10 @@ async def tcp_backend() -> Backend:
 
     async def on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         b.connections += 1
-        data = b""
-        while b"\n" not in data[16:]:
+        data = await reader.readexactly(16)  # the PROXY v2 header, then its addresses and TLVs
+        data += await reader.readexactly(struct.unpack("!H", data[14:16])[0])
+        start = len(data)
+        while b"\n" not in data[start:]:
             chunk = await reader.read(4096)
             if not chunk:
                 break

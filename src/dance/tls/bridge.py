@@ -23,6 +23,7 @@ by the context they are installed on.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import logging
@@ -290,7 +291,10 @@ class TLSStats:
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Reentrant: the weakref finalizer of a connection (_finalize) counts here, and the
+        # garbage collector may run it inside count() on the same thread. A plain Lock would
+        # deadlock the event loop (it did, under openssl s_time -new).
+        self._lock = threading.RLock()
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -313,7 +317,9 @@ class _Registry:
     def __init__(self) -> None:
         self._serials = itertools.count(1)
         self._states: dict[int, ConnectionState] = {}
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector can run _finalize (which drops an entry) while new()
+        # holds the lock on the same thread (allocating the state can trigger a collection).
+        self._lock = threading.RLock()
 
     def new(self, server_side: bool) -> ConnectionState:
         with self._lock:
@@ -410,7 +416,7 @@ class DanceSSLObject(ssl.SSLObject):
                 self._dance_discarded += len(incoming.read())
                 if self._dance_discarded <= MAX_DISCARD:
                     raise ssl.SSLWantReadError("refused; waiting for the client to close")
-            raise failed
+            raise _fresh(failed)
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -422,7 +428,10 @@ class DanceSSLObject(ssl.SSLObject):
                 # the client would never see the alert: report "want read" once, which makes
                 # it flush the alert, and raise the real error on the next call (the client's
                 # close, more data, or the handshake timeout).
-                self._dance_error = exc
+                # Stored without its traceback (whose frame holds this object: a reference
+                # cycle that keeps the connection's buffers until a full garbage collection).
+                self._dance_error = _fresh(exc)
+                del exc
                 raise ssl.SSLWantReadError("alert pending") from None
             raise
         self.dance_state.handshake_done = True
@@ -440,6 +449,16 @@ class DanceSSLObject(ssl.SSLObject):
         else:
             log.info("TLS handshake failed: %s", exc)
             stats.count("rejected_handshake-error")
+
+
+def _fresh(exc: ssl.SSLError) -> ssl.SSLError:
+    """A copy of ``exc`` without traceback or context (nothing that refers back to frames)."""
+    copy = type(exc)(*exc.args)
+    for attr in ("reason", "library", "verify_code", "verify_message"):
+        if hasattr(exc, attr):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(copy, attr, getattr(exc, attr))
+    return copy
 
 
 def _state_of(ssl_ptr: int) -> ConnectionState | None:

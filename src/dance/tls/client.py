@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,9 +89,11 @@ def negotiated(writer: asyncio.StreamWriter) -> dict[str, Any]:
     """What the handshake negotiated, as seen by the client."""
     obj = writer.get_extra_info("ssl_object")
     state = state_of(obj)
-    cipher = obj.cipher() if obj is not None else None
+    # captured by asyncio when the handshake completed: still there once an alert has put the
+    # SSL object in an error state (where OpenSSL reports the handshake as not done)
+    cipher = writer.get_extra_info("cipher")
     return {
-        "tls_version": obj.version() if obj is not None else None,
+        "tls_version": cipher[1] if cipher else None,
         "cipher": cipher[0] if cipher else None,
         "clientid_requested": bool(state and state.requested),
         "client_name_sent": state.sent_name if state else None,
@@ -101,7 +104,10 @@ def negotiated(writer: asyncio.StreamWriter) -> dict[str, Any]:
 def _subject(obj: Any) -> str | None:
     if obj is None:
         return None
-    der = obj.getpeercert(binary_form=True)
+    try:
+        der = obj.getpeercert(binary_form=True)
+    except ValueError:  # an alert arrived first: the SSL object is in an error state
+        return None
     if not der:
         return None
     from cryptography import x509
@@ -111,20 +117,41 @@ def _subject(obj: Any) -> str | None:
 
 @dataclass
 class ProbeResult:
-    """The outcome of :func:`probe`."""
+    """The outcome of :func:`probe`. ``connected`` is False when no TLS connection was
+    established (nothing listening, a timeout, a failed handshake): the server never judged the
+    client, which is neither accepted nor refused."""
 
     accepted: bool
     detail: str = ""
     reply: bytes = b""
     negotiated: dict[str, Any] = field(default_factory=dict)
+    connected: bool = True
+
+    @property
+    def outcome(self) -> str:
+        """``accepted``, ``refused`` or ``could-not-connect``."""
+        if not self.connected:
+            return "could-not-connect"
+        return "accepted" if self.accepted else "refused"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "accepted": self.accepted,
+            "outcome": self.outcome,
             "detail": self.detail,
             "reply": self.reply.decode("utf-8", "replace"),
             "negotiated": self.negotiated,
         }
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno).lower()  # asyncio's own text names no reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc) or type(exc).__name__
 
 
 async def probe(
@@ -139,17 +166,25 @@ async def probe(
 ) -> ProbeResult:
     """Connect, optionally send ``send``, then read: did the server accept the client?
 
-    Accepted = the server sent application data, or kept the connection open for
-    ``read_timeout`` seconds; refused = an alert or end of stream before any data."""
+    Under TLS 1.3 the client's handshake completes before the server judges the certificate,
+    so the verdict comes from the first read: accepted = the server sent application data, or
+    kept the connection open for ``read_timeout`` seconds without an alert; refused = an alert,
+    or the connection closed before any data. No TLS connection at all (connection refused,
+    ``timeout`` expired, handshake failed): ``connected`` False."""
     hostname = server_hostname if server_hostname is not None else host
     try:
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
+            ),
+            timeout,
         )
     except ssl.SSLError as exc:
-        return ProbeResult(False, f"handshake failed: {exc.reason or exc}")
-    except (OSError, TimeoutError) as exc:
-        return ProbeResult(False, f"connection failed: {exc}")
+        return ProbeResult(False, f"TLS handshake failed: {_reason(exc)}", connected=False)
+    except TimeoutError:
+        return ProbeResult(False, f"no connection within {timeout:g} s", connected=False)
+    except OSError as exc:
+        return ProbeResult(False, _reason(exc), connected=False)
     info = negotiated(writer)
     try:
         if send:
@@ -158,15 +193,23 @@ async def probe(
         try:
             data = await asyncio.wait_for(reader.read(65536), read_timeout)
         except TimeoutError:
-            return ProbeResult(True, "no data; connection kept open", b"", info)
+            return ProbeResult(
+                True, f"no alert and no data; connection kept open {read_timeout:g} s", b"", info
+            )
         if data:
             return ProbeResult(True, "server sent data", data, info)
-        return ProbeResult(False, "server closed the connection", b"", info)
+        return ProbeResult(
+            False,
+            "server closed the connection before sending data (a refusal after its DNS "
+            "lookup, or no service behind it)",
+            b"",
+            info,
+        )
     except ssl.SSLError as exc:
-        return ProbeResult(False, f"alert: {exc.reason or exc}", b"", info)
+        return ProbeResult(False, f"alert: {_reason(exc)}", b"", info)
     except OSError as exc:
-        return ProbeResult(False, f"connection error: {exc}", b"", info)
+        return ProbeResult(False, f"connection error: {_reason(exc)}", b"", info)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await writer.wait_closed()
+            await asyncio.wait_for(writer.wait_closed(), timeout)

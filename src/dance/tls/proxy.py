@@ -6,6 +6,11 @@ No backend connection is opened before the client is authenticated (the handler 
 identity in a custom TLV (0xE0-0xEF, default 0xE0). ``http`` mode: each request head gets the
 identity in a header (``X-DANCE-Client-ID`` by default); copies sent by the client are removed.
 Requests are parsed strictly and re-serialized (`dance.http.relay`).
+
+The relay ends as soon as either direction ends: the other copy task is cancelled and both
+connections are closed (gracefully within ``close_timeout``, else aborted). A client that leaves
+while the backend connection is being made cancels that connection at once. The PROXY header
+carries the addresses captured when the client was accepted.
 """
 
 from __future__ import annotations
@@ -13,15 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dance.auth import Authenticator
 from dance.http.relay import relay_http
 from dance.identity import Identity
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
-from dance.tls.server import DanceServer, serve
+from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
 
 __all__ = ["DEFAULT_HEADER", "ProxyConfig", "ProxyError", "start_proxy"]
 
@@ -42,8 +51,15 @@ class ProxyConfig:
     tlv_type: int = DEFAULT_TLV_TYPE
     header: str = DEFAULT_HEADER
     connect_timeout: float = 5.0
+    close_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        for label, seconds in (
+            ("connect_timeout", self.connect_timeout),
+            ("close_timeout", self.close_timeout),
+        ):
+            if not seconds > 0:
+                raise ProxyError(f"{label} must be positive, not {seconds!r}")
         if self.mode not in ("tcp", "http"):
             raise ProxyError(f"mode {self.mode!r}: use tcp or http")
         if not 0xE0 <= self.tlv_type <= 0xEF:
@@ -56,10 +72,52 @@ class ProxyConfig:
 class ProxyStats:
     def __init__(self) -> None:
         self.backend_connections = 0
-        self.backend_failures = 0
+        self.backend_failures = 0  # backend_refused + backend_timeouts
+        self.backend_refused = 0  # connection refused, reset or unreachable
+        self.backend_timeouts = 0  # no connection within connect_timeout
+        self.client_gone_connecting = 0  # the client left while the backend connection was made
+        self.closed_by_client = 0  # relays ended by the client side
+        self.closed_by_backend = 0  # relays ended by the backend side
         self.requests = 0
         self.stripped_headers = 0
         self.refused: dict[str, int] = {}  # http mode: refused requests by reason
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+async def _close_stream(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """Close a plain TCP stream, letting buffered data out for ``timeout`` seconds at most."""
+    closed = False
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), timeout)
+        closed = True
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        if not closed:  # not flushed in time (or cancelled): reset, keep nothing queued
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a no-op once closed
+
+
+async def _relay(upstream: Awaitable[None], downstream: Awaitable[None]) -> bool:
+    """Run both copies until one ends, then cancel the other; True if upstream ended first."""
+    up = asyncio.ensure_future(upstream)
+    down = asyncio.ensure_future(downstream)
+    try:
+        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        up.cancel()
+        down.cancel()
+        await asyncio.wait({up, down})
+        for task in (up, down):  # retrieve outcomes (never "exception was never retrieved")
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("relay copy ended: %r", task.exception())
+    return up.done() and not up.cancelled()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -86,9 +144,12 @@ class Proxy:
         cfg = self.config
         header = b""
         if cfg.mode == "tcp":
+            src = writer.get_extra_info("peername")  # captured at accept by dance.tls.serve
+            dst = writer.get_extra_info("sockname")
+            if not src or not dst:
+                log.debug("client left before its addresses were known")
+                return
             try:
-                src = writer.get_extra_info("peername")
-                dst = writer.get_extra_info("sockname")
                 header = encode_header(
                     (src[0], src[1]), (dst[0], dst[1]), identity.identity, tlv_type=cfg.tlv_type
                 )
@@ -96,19 +157,35 @@ class Proxy:
                 log.warning("cannot build the PROXY header: %s", exc)
                 return
         try:
-            b_reader, b_writer = await asyncio.wait_for(
-                asyncio.open_connection(*cfg.backend), cfg.connect_timeout
+            b_reader, b_writer = await until_client_leaves(
+                writer,
+                asyncio.wait_for(asyncio.open_connection(*cfg.backend), cfg.connect_timeout),
             )
-        except (OSError, TimeoutError) as exc:
+        except ClientGone:
+            self.stats.client_gone_connecting += 1
+            log.debug("client left while the backend connection was being made")
+            return
+        except TimeoutError:
             self.stats.backend_failures += 1
+            self.stats.backend_timeouts += 1
+            log.warning(
+                "backend %s:%d: no connection within %.1f s", *cfg.backend, cfg.connect_timeout
+            )
+            return
+        except OSError as exc:
+            self.stats.backend_failures += 1
+            self.stats.backend_refused += 1
             log.warning("backend %s:%d unreachable: %s", *cfg.backend, exc)
             return
         self.stats.backend_connections += 1
         try:
             if cfg.mode == "tcp":
                 b_writer.write(header)
-                await asyncio.gather(_pipe(reader, b_writer), _pipe(b_reader, writer))
-            else:  # strict parsing and re-serialization: dance.http.relay
+                if await _relay(_pipe(reader, b_writer), _pipe(b_reader, writer)):
+                    self.stats.closed_by_client += 1
+                else:
+                    self.stats.closed_by_backend += 1
+            else:  # strict parsing and re-serialization, both directions: dance.http.relay
                 await relay_http(
                     reader,
                     writer,
@@ -119,9 +196,9 @@ class Proxy:
                     stats=self.stats,
                 )
         finally:
-            b_writer.close()
-            with contextlib.suppress(OSError):
-                await b_writer.wait_closed()
+            await _close_stream(b_writer, cfg.close_timeout)
+            for stream in (reader, b_reader):  # a reset is kept with frames referring back
+                forget(stream.exception())
 
 
 async def start_proxy(
@@ -135,8 +212,10 @@ async def start_proxy(
     codepoint: int = DEFAULT_CODEPOINT,
     san_fallback: bool = False,
     stats: TLSStats | None = None,
+    **limits: Any,
 ) -> tuple[DanceServer, Proxy]:
-    """Start the proxy; returns the DANCE server (``.stats``, ``.port``) and the relay."""
+    """Start the proxy; returns the DANCE server (``.stats``, ``.port``) and the relay.
+    ``limits``: the keyword arguments of :func:`dance.tls.serve` (max_connections, ...)."""
     proxy = Proxy(config)
     server = await serve(
         proxy.handle,
@@ -148,5 +227,6 @@ async def start_proxy(
         codepoint=codepoint,
         san_fallback=san_fallback,
         stats=stats,
+        **limits,
     )
     return server, proxy

@@ -14,16 +14,28 @@ needed, the handshake completes but the connection is *pending*: the full ``auth
 (bounded by a semaphore, a queue limit and a timeout) before any application byte reaches the
 handler, and a refused connection is closed with nothing delivered. TLS 1.3 only, no session
 tickets, no session cache: resumption cannot bypass authentication.
+
+Connection lifecycle (:meth:`DanceServer.listen`): the listener accepts plain TCP, records the
+peer and local addresses at once, applies the connection limits (total, per source address),
+then runs the TLS handshake (``loop.start_tls``, bounded by ``handshake_timeout``) in a task the
+server keeps a strong reference to. A client that leaves at any moment ends its task at once:
+the cold lookup and the handler's waits are raced against the connection's loss, and every
+transport is closed gracefully within ``close_timeout`` or aborted. A client that leaves is
+routine: one debug line, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -39,11 +51,189 @@ from dance.tls.bridge import (
     configure_server,
 )
 
-__all__ = ["DanceServer", "Handler", "make_server_context", "serve"]
+__all__ = [
+    "ROUTINE_ERRORS",
+    "ClientGone",
+    "DanceServer",
+    "DanceStreamWriter",
+    "Handler",
+    "make_server_context",
+    "serve",
+    "until_client_leaves",
+]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Identity], Awaitable[None]]
+T = TypeVar("T")
+_LINGER_0 = struct.pack("ii", 1, 0)
+
+# What a client that goes away (or misbehaves at the transport level) makes a handler raise:
+# routine, logged at debug level, never a traceback.
+ROUTINE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    ssl.SSLError,
+    TimeoutError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    OSError,
+)
+
+
+class ClientGone(ConnectionError):
+    """The client closed or reset its connection while the server was still working for it."""
+
+
+class _Connection(asyncio.StreamReaderProtocol):
+    """The application protocol of one accepted connection: a StreamReaderProtocol that knows
+    its addresses (captured at accept), when the connection was lost (``gone``, never an
+    exception), and when data last moved (for the idle timeout)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        loop: asyncio.AbstractEventLoop,
+        peer: Any,
+        local: Any,
+        stats: TLSStats,
+    ) -> None:
+        super().__init__(reader, loop=loop)
+        self.loop = loop
+        self.peer = peer
+        self.local = local
+        self.stats = stats
+        self.gone: asyncio.Future[None] = loop.create_future()
+        self.last = loop.time()
+        self.idle_timeout: float | None = None
+        self.tls: asyncio.Transport | None = None
+        self.raw: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def arm_idle(self, timeout: float | None) -> None:
+        """Abort the connection once no byte has moved either way for ``timeout`` seconds."""
+        self.idle_timeout = timeout
+        self.last = self.loop.time()
+        if timeout is not None and not self.gone.done():
+            self._timer = self.loop.call_later(timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self.gone.done() or self.idle_timeout is None:
+            return
+        quiet = self.loop.time() - self.last
+        if quiet < self.idle_timeout:
+            self._timer = self.loop.call_later(self.idle_timeout - quiet, self._check_idle)
+            return
+        self.stats.count("limit_idle-timeout")
+        log.debug("closing %s: idle for %.0f s", _addr(self.peer), quiet)
+        self.reset()
+
+    def reset(self) -> None:
+        """Abort with a TCP RST: nothing queued is kept for a peer that does not read (a plain
+        close would leave the kernel holding the unsent data, and the peer connected)."""
+        if self.raw is not None:
+            sock = self.raw.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+        if self.tls is not None:
+            self.tls.abort()
+        elif self.raw is not None:
+            self.raw.abort()
+
+
+class DanceStreamWriter(asyncio.StreamWriter):
+    """The writer handed to handlers: ``get_extra_info("peername"/"sockname")`` returns the
+    addresses captured at accept (still valid after the client has gone), and every write
+    counts as activity for the idle timeout."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: _Connection,
+        reader: asyncio.StreamReader,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        self.connection = protocol
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.connection.last = self.connection.loop.time()
+        super().write(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.connection.peer
+        if name == "sockname":
+            return self.connection.local
+        return super().get_extra_info(name, default)
+
+    @property
+    def gone(self) -> asyncio.Future[None]:
+        """Done once the connection is lost."""
+        return self.connection.gone
+
+
+def forget(exc: BaseException | None) -> None:
+    """Drop what an exception caught at the end of a connection refers to (its traceback holds
+    the frames of asyncio's start_tls, whose waiter future holds the exception: a reference
+    cycle keeping the connection's 256 KiB TLS buffer until a full garbage collection)."""
+    seen: set[int] = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__context__ or current.__cause__
+
+
+_forget = forget
+
+
+def _addr(peer: Any) -> str:
+    try:
+        return f"{peer[0]}:{peer[1]}"
+    except (TypeError, IndexError):
+        return "?"
+
+
+async def _wait_closed_quietly(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):  # ended with an error: it ended all the same
+        await writer.wait_closed()
+
+
+async def until_client_leaves(writer: asyncio.StreamWriter, aw: Awaitable[T]) -> T:
+    """Await ``aw`` unless the client's connection is lost first: then ``aw`` is cancelled (its
+    resources released at once) and :class:`ClientGone` is raised."""
+    gone: asyncio.Future[Any]
+    if isinstance(writer, DanceStreamWriter):
+        gone = writer.gone
+    else:
+        gone = asyncio.ensure_future(_wait_closed_quietly(writer))
+    task = asyncio.ensure_future(aw)
+    try:
+        if not gone.done():
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        if gone is not getattr(writer, "gone", None):
+            gone.cancel()
+    if task.done() and not task.cancelled():  # finished first (or at the same time): its
+        return task.result()  # outcome stands; the caller meets the closed client next
+    await asyncio.wait({task})  # let it finish cancelling (its outcome is moot)
+    raise ClientGone("the client left")
 
 
 def _san_dns_names(der: bytes) -> list[str]:
@@ -92,17 +282,49 @@ class DanceServer:
         max_lookups: int = 64,
         lookup_timeout: float = 10.0,
         stats: TLSStats | None = None,
+        max_connections: int = 512,
+        max_per_address: int = 64,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float | None = 300.0,
+        close_timeout: float = 5.0,
     ) -> None:
+        for label, count in (
+            ("max_pending", max_pending),
+            ("max_lookups", max_lookups),
+            ("max_connections", max_connections),
+            ("max_per_address", max_per_address),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{label} must be a positive integer, not {count!r}")
+        for label, seconds in (
+            ("lookup_timeout", lookup_timeout),
+            ("handshake_timeout", handshake_timeout),
+            ("idle_timeout", 1.0 if idle_timeout is None else idle_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            if not seconds > 0:
+                raise ValueError(f"{label} must be positive, not {seconds!r}")
         self.authenticator = authenticator
         self.codepoint = check_codepoint(codepoint)
         self.san_fallback = san_fallback
         self.stats = stats if stats is not None else TLSStats()
         self.lookup_timeout = lookup_timeout
         self.max_pending = max_pending
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.close_timeout = close_timeout
         self.pending = 0  # connections waiting for a DNS answer (bounded by max_pending)
         self._lookups = asyncio.Semaphore(max_lookups)
         self._chains: dict[tuple[bytes, ...], CertificateChain] = {}
         self.server: asyncio.Server | None = None
+        self._address: Any = None
+        self.accepting = True
+        self._handler: Handler | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # one per connection, strongly held
+        self._per_address: dict[str, int] = {}
+        self.cert, self.key = cert, key
         self.context = make_server_context(
             cert, key, codepoint=self.codepoint, decide=self._decide, stats=self.stats
         )
@@ -169,7 +391,10 @@ class DanceServer:
     # -- after the handshake ---------------------------------------------------------------------
 
     async def identity_of(self, writer: asyncio.StreamWriter) -> Identity | None:
-        """The identity of an established connection, completing a pending lookup first."""
+        """The identity of an established connection, completing a pending lookup first.
+
+        The lookup is raced against the client's departure: a client that leaves frees its
+        pending slot and its lookup slot at once (counted ``rejected_client-gone``)."""
         sslobj = writer.get_extra_info("ssl_object")
         if not isinstance(sslobj, DanceSSLObject):
             return None
@@ -184,16 +409,27 @@ class DanceServer:
         if self.pending >= self.max_pending:
             self._reject(state, "overloaded")
             return None
-        self.pending += 1
-        try:
+        name = state.client_name
+        authenticator = self.authenticator
+
+        async def lookup() -> Identity | Rejection:
             async with self._lookups:
                 presented = self._chain(state.chain)
-                result = await asyncio.wait_for(
-                    self.authenticator.authenticate(state.client_name, presented),
-                    self.lookup_timeout,
+                return await asyncio.wait_for(
+                    authenticator.authenticate(name, presented), self.lookup_timeout
                 )
+
+        self.pending += 1
+        try:
+            result = await until_client_leaves(writer, lookup())
         except TimeoutError:
             self._reject(state, "lookup-timeout")
+            return None
+        except ClientGone:
+            log.debug(
+                "client %s left during its DNS lookup", _addr(writer.get_extra_info("peername"))
+            )
+            self._reject(state, "client-gone")
             return None
         finally:
             self.pending -= 1
@@ -201,16 +437,22 @@ class DanceServer:
         return state.identity if isinstance(state.identity, Identity) else None
 
     def wrap(self, handler: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
-        """An ``asyncio.start_server`` callback running ``handler`` for authenticated clients."""
+        """An ``asyncio.start_server`` callback running ``handler`` for authenticated clients
+        (kept for callers that run their own listener; :meth:`listen` adds the limits)."""
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:  # asyncio keeps only a weak hold on it once the client is gone
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             try:
                 identity = await self.identity_of(writer)
                 if identity is not None:
                     await handler(reader, writer, identity)
             except asyncio.CancelledError:
-                pass  # the server is shutting down: end this connection's task quietly
-            except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                writer.transport.abort()
+                raise
+            except ROUTINE_ERRORS as exc:
                 log.debug("connection ended: %r", exc)  # the client went away: routine
             except Exception:
                 log.exception("connection handler failed")
@@ -219,19 +461,210 @@ class DanceServer:
 
         return on_client
 
+    # -- accepting ---------------------------------------------------------------------------------
+
+    async def listen(
+        self, handler: Handler, host: str | None, port: int, *, backlog: int = 512
+    ) -> None:
+        """Listen on ``host``:``port`` and run ``handler`` for each authenticated client."""
+        self._handler = handler
+        self._check_descriptors()
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Accept(self), host, port, backlog=backlog)
+        self._address = self.server.sockets[0].getsockname()
+
+    def _check_descriptors(self) -> None:
+        needed = 2 * self.max_connections + 64
+        try:
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (OSError, ValueError):  # pragma: no cover - no such limit here
+            return
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            log.warning(
+                "max_connections %d needs about %d file descriptors; the limit is %d",
+                self.max_connections,
+                needed,
+                soft,
+            )
+
+    @property
+    def connections(self) -> int:
+        """Connections being served (from accept to the end of their closing)."""
+        return len(self._tasks)
+
+    def _refuse(self, raw: asyncio.Transport, reason: str, peer: Any) -> None:
+        self.stats.count(f"limit_{reason}")
+        log.debug("connection from %s refused: %s", _addr(peer), reason)
+        raw.abort()
+
+    def _accepted(self, raw: asyncio.Transport) -> None:
+        """A TCP connection was accepted: capture its addresses, apply the limits, start its
+        task (the ClientHello waits: reading is paused until the handshake starts)."""
+        peer = raw.get_extra_info("peername")
+        local = raw.get_extra_info("sockname")
+        if not peer or not local:  # reset before we even saw it
+            self.stats.count("client_gone_accept")
+            raw.abort()
+            return
+        if not self.accepting or self._handler is None:
+            self._refuse(raw, "shutting-down", peer)
+            return
+        if len(self._tasks) >= self.max_connections:
+            self._refuse(raw, "max-connections", peer)
+            return
+        address = str(peer[0])
+        if self._per_address.get(address, 0) >= self.max_per_address:
+            self._refuse(raw, "per-address", peer)
+            return
+        raw.pause_reading()
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        task = asyncio.get_running_loop().create_task(
+            self._serve_connection(raw, peer, local, self._handler)
+        )
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            left = self._per_address.get(address, 1) - 1
+            if left > 0:
+                self._per_address[address] = left
+            else:
+                self._per_address.pop(address, None)
+            raw.abort()  # a no-op once closed; frees the socket of a task ended early
+
+        task.add_done_callback(done)
+
+    async def _serve_connection(
+        self, raw: asyncio.Transport, peer: Any, local: Any, handler: Handler
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        conn = _Connection(reader, loop, peer, local, self.stats)
+        conn.raw = raw
+        writer: DanceStreamWriter | None = None
+        graceful = False
+        try:
+            if raw.is_closing():
+                self.stats.count("client_gone_handshake")
+                return
+            started = loop.time()
+            try:
+                async with asyncio.timeout(self.handshake_timeout + self.close_timeout):
+                    tls = await loop.start_tls(
+                        raw,
+                        conn,
+                        self.context,
+                        server_side=True,
+                        ssl_handshake_timeout=self.handshake_timeout,
+                        ssl_shutdown_timeout=self.close_timeout,
+                    )
+            except ROUTINE_ERRORS as exc:  # refused (counted by the bridge), reset, timed out
+                if loop.time() - started >= self.handshake_timeout:
+                    self.stats.count("limit_handshake-timeout")
+                log.debug("handshake with %s ended: %r", _addr(peer), exc)
+                _forget(exc)
+                return
+            if tls is None or conn.gone.done():
+                self.stats.count("client_gone_handshake")
+                log.debug("client %s left right after its handshake", _addr(peer))
+                return
+            conn.tls = tls
+            conn.connection_made(tls)
+            writer = DanceStreamWriter(tls, conn, reader, loop)
+            graceful = True
+            identity = await self.identity_of(writer)
+            if identity is None:
+                return
+            conn.arm_idle(self.idle_timeout)
+            await handler(reader, writer, identity)
+        except asyncio.CancelledError:
+            graceful = False
+            conn.reset()
+            raise
+        except ROUTINE_ERRORS as exc:
+            log.debug("connection from %s ended: %r", _addr(peer), exc)
+            _forget(exc)
+        except Exception as exc:
+            log.exception("connection handler failed (client %s)", _addr(peer))
+            _forget(exc)
+        finally:
+            if writer is not None and graceful:
+                await self._close(writer, conn)
+            stored = reader.exception()  # a reset is kept there with frames that refer back
+            if stored is not None:
+                _forget(stored)
+
+    async def _close(self, writer: DanceStreamWriter, conn: _Connection) -> None:
+        """Close gracefully (flush, close_notify) within ``close_timeout``, else abort."""
+        try:
+            if not writer.transport.is_closing():
+                writer.close()
+            if not conn.gone.done():
+                await asyncio.wait({conn.gone}, timeout=self.close_timeout)
+        finally:
+            if not conn.gone.done():
+                conn.reset()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def reload(
+        self,
+        *,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        """Use a new certificate/key and/or Authenticator for connections accepted from now on;
+        established connections keep theirs. Raises (ssl.SSLError, OSError, ValueError) and
+        changes nothing when the new certificate or key cannot be loaded."""
+        context = self.context
+        if cert is not None or key is not None:
+            new_cert = cert if cert is not None else self.cert
+            new_key = key if key is not None else self.key
+            context = make_server_context(
+                new_cert, new_key, codepoint=self.codepoint, decide=self._decide, stats=self.stats
+            )
+            self.cert, self.key = new_cert, new_key
+        self.context = context
+        if authenticator is not None:
+            self.authenticator = authenticator
+        self._chains.clear()
+
+    async def shutdown(self, drain_timeout: float = 0.0) -> int:
+        """Stop accepting; let established connections end by themselves for up to
+        ``drain_timeout`` seconds, then close the rest. Returns how many were cut."""
+        self.accepting = False
+        if self.server is not None:
+            self.server.close()
+        remaining = set(self._tasks)
+        if remaining and drain_timeout > 0:
+            _, remaining = await asyncio.wait(remaining, timeout=drain_timeout)
+        for task in remaining:
+            task.cancel()
+        if remaining:
+            await asyncio.wait(remaining, timeout=self.close_timeout)
+        return len(remaining)
+
     # -- listening --------------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        """The listening port (still known once the server has stopped listening)."""
+        if self._address is None:
+            assert self.server is not None and self.server.sockets
+            self._address = self.server.sockets[0].getsockname()
+        return int(self._address[1])
 
     @property
     def host(self) -> str:
-        assert self.server is not None
-        return str(self.server.sockets[0].getsockname()[0])
+        if self._address is None:
+            assert self.server is not None and self.server.sockets
+            self._address = self.server.sockets[0].getsockname()
+        return str(self._address[0])
 
     def close(self) -> None:
+        """Stop listening (established connections go on; see :meth:`shutdown`)."""
+        self.accepting = False
         if self.server is not None:
             self.server.close()
 
@@ -247,8 +680,19 @@ class DanceServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.shutdown(0.0)
         await self.wait_closed()
+
+
+class _Accept(asyncio.Protocol):
+    """The protocol of an accepted TCP connection until its TLS handshake starts."""
+
+    def __init__(self, core: DanceServer) -> None:
+        self.core = core
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.core._accepted(transport)
 
 
 async def serve(
@@ -267,14 +711,23 @@ async def serve(
     handshake_timeout: float = 10.0,
     stats: TLSStats | None = None,
     backlog: int = 512,
+    max_connections: int = 512,
+    max_per_address: int = 64,
+    idle_timeout: float | None = 300.0,
+    close_timeout: float = 5.0,
 ) -> DanceServer:
     """Start a DANCE TLS 1.3 server; ``handler(reader, writer, identity)`` runs only for
     authenticated clients, and only after authentication completed.
 
-    ``max_pending`` bounds the connections waiting for a DNS answer (more are refused as
-    ``overloaded``), ``max_lookups`` the lookups running at once, ``lookup_timeout`` each wait.
+    Limits (each refusal or cut is counted in ``stats``): ``max_pending`` bounds the connections
+    waiting for a DNS answer (more are refused as ``overloaded``), ``max_lookups`` the lookups
+    running at once, ``lookup_timeout`` each wait; ``max_connections`` the connections served at
+    once and ``max_per_address`` those from one source address (more are closed at accept:
+    ``limit_max-connections``, ``limit_per-address``); ``handshake_timeout`` the TLS handshake;
+    ``idle_timeout`` (None: none) the time without a byte either way once authenticated;
+    ``close_timeout`` a graceful close (flush and close_notify) before the connection is aborted.
     Raises BridgeError when this Python cannot be bridged to its OpenSSL, ValueError for a bad
-    codepoint."""
+    codepoint or limit."""
     core = DanceServer(
         authenticator,
         cert=cert,
@@ -285,13 +738,11 @@ async def serve(
         max_lookups=max_lookups,
         lookup_timeout=lookup_timeout,
         stats=stats,
+        max_connections=max_connections,
+        max_per_address=max_per_address,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        close_timeout=close_timeout,
     )
-    core.server = await asyncio.start_server(
-        core.wrap(handler),
-        host,
-        port,
-        ssl=core.context,
-        ssl_handshake_timeout=handshake_timeout,
-        backlog=backlog,
-    )
+    await core.listen(handler, host, port, backlog=backlog)
     return core

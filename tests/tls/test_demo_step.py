@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from dance.tls.demo_step import run_tls
+from dance.demo.tls import run_tls
 
 
 def test_demo_step() -> None:

@@ -257,3 +257,59 @@ def test_sighup_reloads_without_dropping_connections(world: World, tmp_path: Pat
             backend.close()
 
     asyncio.run(scenario())
+
+
+def test_workers_access_log_and_metrics(world: World) -> None:
+    """--workers 2: one port, two processes; every decision is one JSON access line with the
+    client's address; each worker serves its metrics (PORT and PORT+1)."""
+    import http.client
+    import json
+
+    from dance.testkit.servers import free_port
+
+    async def scenario() -> None:
+        backend = await echo_backend()
+        port = backend.sockets[0].getsockname()[1]
+        metrics = free_port()
+        try:
+            proxy = await start_proxy(
+                world, port, "--cert", world.server.cert, "--key", world.server.key,
+                "--allow", "._device.example.test", "--trust-anchor", world.anchor_file,
+                "--workers", "2", "--log-format", "json", "--metrics", f"127.0.0.1:{metrics}",
+            )  # fmt: skip
+            results = []
+            for _ in range(6):
+                results.append(await accepted(world, proxy.port, world.device, DEVICE))
+                results.append(await accepted(world, proxy.port, world.impostor, DEVICE))
+            assert results == [True, False] * 6
+
+            def page(p: int) -> str:
+                conn = http.client.HTTPConnection("127.0.0.1", p, timeout=10)
+                conn.request("GET", "/metrics")
+                return conn.getresponse().read().decode()
+
+            pages = [await asyncio.to_thread(page, metrics + i) for i in range(2)]
+            counts: dict[str, float] = {}
+            for text in pages:
+                for line in text.splitlines():
+                    if line.startswith("dance_decisions_total{"):
+                        key, value = line.rsplit(" ", 1)
+                        counts[key] = counts.get(key, 0.0) + float(value)
+            assert counts == {
+                'dance_decisions_total{outcome="accepted",reason="-"}': 6.0,
+                'dance_decisions_total{outcome="rejected",reason="no-match"}': 6.0,
+            }, pages
+            proxy.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proxy.proc.wait(), 30) == 0
+            err = await proxy.stderr()
+            clean(err)
+            lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+            assert sorted(d["outcome"] for d in lines) == ["accepted"] * 6 + ["rejected"] * 6
+            for doc in lines:
+                assert doc["service"] == "proxy" and doc["client_name"] == DEVICE
+                assert doc["client"].startswith("127.0.0.1:") and doc["latency_ms"] >= 0
+        finally:
+            kill_leftovers()
+            backend.close()
+
+    asyncio.run(scenario())

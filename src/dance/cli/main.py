@@ -21,7 +21,7 @@ from dance.cli.common import EXIT_OK, EXIT_USAGE, UsageError, _Parser
 # Command groups that live in their own modules: each has register(subparsers) -> None, adding
 # parsers whose `func(args) -> int` raises UsageError for unusable input (exit 2).
 COMMAND_MODULES: tuple[str, ...] = (
-    "dance.cli_tls",
+    "dance.cli.tls",
     "dance.cli.provision",
     "dance.cli.http",
     "dance.cli.message",

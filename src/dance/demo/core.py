@@ -37,7 +37,7 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.demo.message import run_messages
 
     good &= run_messages(out, now) == 0
-    from dance.tls.demo_step import run_tls
+    from dance.demo.tls import run_tls
 
     good &= run_tls(out, now) == 0
     from dance.demo.ssh import run_ssh

@@ -24,6 +24,7 @@ by the context they are installed on.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import itertools
 import logging
@@ -284,6 +285,15 @@ class ConnectionState:
     counted: bool = False  # a final outcome was counted
     handshake_done: bool = False
     verify_called: bool = False
+    peer: str = "-"  # server: the client's address, for the access log (see CONNECTION_PEER)
+    started: float = 0.0  # server: time.monotonic() at accept, for the access log
+
+
+#: Set by a server around ``loop.start_tls`` so that the SSL object created for the connection
+#: (in that task's context) records who the client is: (address text, monotonic time at accept).
+CONNECTION_PEER: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "dance_connection_peer", default=None
+)
 
 
 class TLSStats:
@@ -395,6 +405,9 @@ class DanceSSLObject(ssl.SSLObject):
             raise BridgeError("layout self-check failed: SSL* does not belong to the context")
         stats = getattr(context, "_dance_stats", None)
         state = REGISTRY.new(bool(server_side))
+        peer = CONNECTION_PEER.get()
+        if peer is not None:
+            state.peer, state.started = peer
         if lib.SSL_set_ex_data(ssl_ptr, lib.ex_index, state.serial) != 1:
             REGISTRY.drop(state.serial)
             raise BridgeError("SSL_set_ex_data failed")

@@ -33,6 +33,7 @@ import resource
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +43,9 @@ from cryptography import x509
 from dance.auth import Authenticator
 from dance.credentials import CertificateChain, CredentialError
 from dance.identity import Identity, Rejection
+from dance.service.observe import Observer
 from dance.tls.bridge import (
+    CONNECTION_PEER,
     DEFAULT_CODEPOINT,
     ConnectionState,
     DanceSSLObject,
@@ -287,6 +290,7 @@ class DanceServer:
         handshake_timeout: float = 10.0,
         idle_timeout: float | None = 300.0,
         close_timeout: float = 5.0,
+        observer: Observer | None = None,
     ) -> None:
         for label, count in (
             ("max_pending", max_pending),
@@ -305,6 +309,7 @@ class DanceServer:
             if not seconds > 0:
                 raise ValueError(f"{label} must be positive, not {seconds!r}")
         self.authenticator = authenticator
+        self.observer = observer  # access log and metrics (dance.service), when run as a service
         self.codepoint = check_codepoint(codepoint)
         self.san_fallback = san_fallback
         self.stats = stats if stats is not None else TLSStats()
@@ -343,14 +348,30 @@ class DanceServer:
             self._chains[key] = chain
         return chain
 
-    def _reject(self, state: ConnectionState, reason: str) -> bool:
+    def _reject(self, state: ConnectionState, reason: str, result: Rejection | None = None) -> bool:
         state.rejection = reason
         state.pending = False
         if not state.counted:
             state.counted = True
             self.stats.count(f"rejected_{reason}")
+            self._observe(state, "rejected", reason, result)
         log.info("client refused: %s", reason)
         return False
+
+    def _observe(
+        self, state: ConnectionState, outcome: str, reason: str, result: Rejection | None
+    ) -> None:
+        """One access-log line and the metrics for a final decision (once per connection)."""
+        if self.observer is None:
+            return
+        name = state.client_name.decode("ascii", "replace") if state.client_name else "-"
+        if isinstance(state.identity, Identity):
+            name = state.identity.client_name
+        dns = "secure" if outcome == "accepted" else "-"
+        if result is not None and result.dns_outcome:
+            dns = result.dns_outcome
+        started = state.started or time.monotonic()
+        self.observer.record(state.peer, name, outcome, reason, dns, started)
 
     def _decide(self, state: ConnectionState) -> bool:
         name = state.client_name
@@ -385,8 +406,9 @@ class DanceServer:
                 state.counted = True
                 self.stats.count("accepted")
                 self.stats.count(how)
+                self._observe(state, "accepted", "-", None)
             return True
-        return self._reject(state, result.reason.value)
+        return self._reject(state, result.reason.value, result)
 
     # -- after the handshake ---------------------------------------------------------------------
 
@@ -464,13 +486,22 @@ class DanceServer:
     # -- accepting ---------------------------------------------------------------------------------
 
     async def listen(
-        self, handler: Handler, host: str | None, port: int, *, backlog: int = 512
+        self,
+        handler: Handler,
+        host: str | None,
+        port: int,
+        *,
+        backlog: int = 512,
+        reuse_port: bool = False,
     ) -> None:
-        """Listen on ``host``:``port`` and run ``handler`` for each authenticated client."""
+        """Listen on ``host``:``port`` and run ``handler`` for each authenticated client
+        (``reuse_port``: several processes share the port, ``--workers``)."""
         self._handler = handler
         self._check_descriptors()
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Accept(self), host, port, backlog=backlog)
+        self.server = await loop.create_server(
+            lambda: _Accept(self), host, port, backlog=backlog, reuse_port=reuse_port or None
+        )
         self._address = self.server.sockets[0].getsockname()
 
     def _check_descriptors(self) -> None:
@@ -494,6 +525,8 @@ class DanceServer:
 
     def _refuse(self, raw: asyncio.Transport, reason: str, peer: Any) -> None:
         self.stats.count(f"limit_{reason}")
+        if self.observer is not None:
+            self.observer.refused(reason)
         log.debug("connection from %s refused: %s", _addr(peer), reason)
         raw.abort()
 
@@ -522,9 +555,14 @@ class DanceServer:
             self._serve_connection(raw, peer, local, self._handler)
         )
         self._tasks.add(task)
+        observer = self.observer
+        if observer is not None:
+            observer.opened()
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            if observer is not None:
+                observer.closed()
             left = self._per_address.get(address, 1) - 1
             if left > 0:
                 self._per_address[address] = left
@@ -548,6 +586,9 @@ class DanceServer:
                 self.stats.count("client_gone_handshake")
                 return
             started = loop.time()
+            # the SSL object made for this connection (in this task's context) records the
+            # client's address and the time, for the access log
+            CONNECTION_PEER.set((_addr(peer), time.monotonic()))
             try:
                 async with asyncio.timeout(self.handshake_timeout + self.close_timeout):
                     tls = await loop.start_tls(
@@ -715,6 +756,8 @@ async def serve(
     max_per_address: int = 64,
     idle_timeout: float | None = 300.0,
     close_timeout: float = 5.0,
+    observer: Observer | None = None,
+    reuse_port: bool = False,
 ) -> DanceServer:
     """Start a DANCE TLS 1.3 server; ``handler(reader, writer, identity)`` runs only for
     authenticated clients, and only after authentication completed.
@@ -726,6 +769,8 @@ async def serve(
     ``limit_max-connections``, ``limit_per-address``); ``handshake_timeout`` the TLS handshake;
     ``idle_timeout`` (None: none) the time without a byte either way once authenticated;
     ``close_timeout`` a graceful close (flush and close_notify) before the connection is aborted.
+    ``observer`` (`dance.service.Observer`) gets one access-log line per decision, with the
+    client's address, and the metrics; ``reuse_port`` binds with ``SO_REUSEPORT`` (``--workers``).
     Raises BridgeError when this Python cannot be bridged to its OpenSSL, ValueError for a bad
     codepoint or limit."""
     core = DanceServer(
@@ -743,6 +788,7 @@ async def serve(
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
         close_timeout=close_timeout,
+        observer=observer,
     )
-    await core.listen(handler, host, port, backlog=backlog)
+    await core.listen(handler, host, port, backlog=backlog, reuse_port=reuse_port)
     return core

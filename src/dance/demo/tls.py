@@ -1,6 +1,6 @@
 """`make demo` part: a device through the DANCE proxy to a small backend (for dance.demo).
 
-    from dance.tls.demo_step import run_tls
+    from dance.demo.tls import run_tls
     good &= run_tls(out, now) == 0
 
 Everything runs in-process on loopback: the testkit's signed zones on a DNS server thread, a

@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from dance.cli import (
+from dance.cli.common import (
     UsageError,
     add_dns_options,
     client_name_arg,
@@ -271,13 +271,44 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.verbose:
         log_to_stderr(logging.INFO)
-    resolver = make_resolver(args)
+    make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
     _raise_descriptor_limit(2 * args.max_connections + 64)
 
-    async def run() -> None:
+    def serve_one(index: int = 0) -> int:
+        from dance.service.endpoint import dns_readiness
+        from dance.service.options import ServiceOptionError, observe
+
+        resolver = make_resolver(args)
+        current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
+        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
+            args.metrics = (args.metrics[0], args.metrics[1] + index)
+        try:
+            observer, endpoint = observe(
+                args,
+                "proxy",
+                lambda: {
+                    "auth": current["auth"].stats(),
+                    "dns": current["auth"].source.stats(),
+                    "tls:reason": current["tls"].snapshot() if "tls" in current else {},
+                },
+                dns_readiness(resolver.server, "."),
+            )
+        except ServiceOptionError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(run(resolver, current, observer, index))
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+        return EXIT_OK
+
+    async def run(
+        resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
+    ) -> None:
         resolvers: list[TLSAResolver] = [resolver]
         closing: set[asyncio.Task[None]] = set()
-        auth = Authenticator(resolver, allow=allow)
+        auth = current["auth"]
         proxy = Proxy(config)
         try:
             server = await serve(
@@ -296,6 +327,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 max_connections=args.max_connections,
                 max_per_address=args.max_per_address,
                 idle_timeout=args.idle_timeout or None,
+                observer=observer,
+                reuse_port=args.workers > 1,
             )
         except BridgeError as exc:
             raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
@@ -313,11 +346,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             try:
                 new_allow = AllowList.parse(_allow_entries(args))
                 new_resolver = make_resolver(args)
-                server.reload(
-                    cert=args.cert,
-                    key=args.key,
-                    authenticator=Authenticator(new_resolver, allow=new_allow),
-                )
+                new_auth = Authenticator(new_resolver, allow=new_allow)
+                server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+                current["auth"] = new_auth
             except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
                 log.error("reload refused (the previous configuration stays): %s", exc)
                 print(f"dance proxy: reload refused, configuration unchanged: {exc}", flush=True)
@@ -332,10 +363,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
+        current["tls"] = server.stats  # TLS outcomes by reason, read at scrape time
         where = f"{server.host}:{server.port}"
-        if args.json:
+        if index == 0 and args.json:  # one announcement, not one per worker
             print(json.dumps({"listening": where, "mode": args.mode}), flush=True)
-        else:
+        elif index == 0:
             print(
                 f"dance proxy: listening on {where}, {args.mode} mode, "
                 f"backend {backend[0]}:{backend[1]}",
@@ -363,6 +395,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             log.info("proxy stats: %s", server.stats.snapshot())
             log.info("relay stats: %s", proxy.stats.snapshot())
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return EXIT_OK
+    if args.workers > 1:
+        from dance.service.workers import run_workers
+
+        return run_workers(args.workers, serve_one)
+    return serve_one()

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements/dev.lock
 PIP    := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip
 
-.PHONY: test demo lint types unit bench clean venv lock test-latest wheel
+.PHONY: test demo lint types unit bench bench-quick bench-report clean venv lock test-latest wheel
 
 venv: $(STAMP)
 
@@ -75,6 +75,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_tls.py
 	$(BIN)/python bench/bench_ssh.py
 	$(BIN)/python bench/bench_proxy_http.py
+	$(BIN)/python bench/report.py
+
+# Each bench script with --quick (at most about 30 s each), then docs/performance.md from the
+# results they wrote under bench/results/.
+BENCH_QUICK := bench_match bench_auth bench_ssh
+bench-quick: $(STAMP)
+	@for b in $(BENCH_QUICK); do echo "== $$b"; $(BIN)/python bench/$$b.py --quick || exit 1; done
+	$(BIN)/python bench/report.py
+
+bench-report: $(STAMP)
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

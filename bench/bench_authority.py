@@ -18,8 +18,12 @@ Two more modes (the long versions of tests in tests/authority):
   read and M looping TSIG AXFRs; prints the latency of a legitimate client's UDP and TCP
   queries (p50, p99, max) before and during the abuse;
 * ``--kill-rounds R``: R rounds of ``kill -9`` during dynamic, bulk and rollover updates, each
-  followed by a restart and the checks of tests/authority/test_crash.py (nothing acknowledged
-  lost, serial grown, kzonecheck / ldns-verify-zone, Unbound).
+  followed by a restart and the checks of ``dance.testkit.crash`` (nothing acknowledged
+  lost, serial grown, kzonecheck / ldns-verify-zone, Unbound), as in
+  tests/authority/test_crash.py.
+
+Only ``dance`` is imported (the load generator, the server helper and the crash rounds are in
+the test kit: ``dance.testkit.dnsload``, ``dance.testkit.authority``, ``dance.testkit.crash``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import os
 import shutil
 import socket
 import statistics
@@ -48,10 +53,13 @@ import dns.rcode
 import dns.rdatatype
 import dns.update
 
-from dance.authority.server import Authority, Limits
+from dance.authority import Authority, Limits
 from dance.authority.store import ZoneDir, trust_anchor_text
 from dance.dns import Outcome, TLSAResolver, TrustAnchors
-from dance.tsig import TSIGKey, generate_tsig_key
+from dance.testkit.authority import make_zone_dir, serve
+from dance.testkit.crash import crash_rounds
+from dance.testkit.dnsload import measure, start_load
+from dance.tsig import TSIGKey, generate_tsig_key, write_tsig_key
 
 ZONE = "example.test."
 
@@ -247,49 +255,35 @@ def bench_knot(tmp: Path, names: int, updates: int, batch: int, size: int) -> No
 
 
 def bench_abuse(tmp: Path, names: int, seconds: float, readers: int, axfrs: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import json
-    import os
-
-    from dance.authority import write_tsig_key
-    from tests.authority.abuse import measure
-    from tests.authority.conftest import make_zone_dir
-    from tests.authority.test_abuse import serve
-
-    zone_dir, _ = make_zone_dir(tmp, "nsec")
-    with (zone_dir / "example.test.zone").open("a") as out:
-        for i in range(names):
-            out.write(f"d{i}._device.example.test. 300 IN TLSA 3 1 1 {i:064x}\n")
+    zone_dir, _ = make_zone_dir(tmp, "nsec", names=names)
     key = generate_tsig_key("xfr-key")
     write_tsig_key(tmp / "xfr.key", key)
-    port = _free_port()
-    process = serve(zone_dir, tmp / "xfr.key", port, tmp / "authority.log")
+    server = serve(zone_dir, tmp / "xfr.key", _free_port(), tmp / "authority.log")
     try:
-        print(f"quiet:       {measure(port, 3.0).summary()}")
-        load = subprocess.Popen(
-            [sys.executable, "-m", "tests.authority.abuse", "--port", str(port),
-             "--key-line", key.to_line(), "--non-readers", str(readers), "--axfrs", str(axfrs),
-             "--seconds", str(seconds + 3)],
-            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True,
+        print(f"quiet:       {measure(server.port, 3.0).summary()}")
+        load = start_load(
+            server.port, key.to_line(), non_readers=readers, axfrs=axfrs, seconds=seconds + 3,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip
-        time.sleep(2.0)
-        during = measure(port, seconds)
-        out, _ = load.communicate(timeout=seconds + 60)
+        try:
+            time.sleep(2.0)
+            during = measure(server.port, seconds)
+            abuse = load.result(timeout=seconds + 60)
+        finally:
+            load.kill()
         print(f"under abuse: {during.summary()}")
-        print(f"abuse:       {json.loads(out.strip().splitlines()[-1])}")
+        print(f"abuse:       {abuse}")
     finally:
-        process.terminate()
-        process.wait(20)
+        server.stop()
 
 
 def bench_kill(tmp: Path, rounds: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.authority.test_crash import crash_rounds
-
     started = time.monotonic()
     result = crash_rounds(tmp, rounds, seed=int(time.time()))
-    print(f"kill -9 rounds: {result} in {time.monotonic() - started:.1f} s: nothing lost")
+    print(
+        f"kill -9 rounds: {result.as_dict()} in {time.monotonic() - started:.1f} s: nothing "
+        f"lost, serial grown each round, zone checked by {', '.join(result.checkers)}"
+    )
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""Fixtures for the embedded authority tests: a zone directory, a TSIG key, a running server."""
+"""Fixtures for the embedded authority tests: a zone directory, a TSIG key, a running server.
+
+The zone directory and its constants come from the test kit (dance.testkit.authority), so
+that bench/bench_authority.py uses the same ones without importing the tests."""
 
 from __future__ import annotations
 
@@ -14,12 +17,11 @@ import dns.rcode
 import dns.update
 import pytest
 
-from dance.authority import Authority, Limits, TSIGKey, ZoneDir, generate_tsig_key
+from dance.authority import Authority, Limits, TSIGKey, generate_tsig_key
 from dance.dns import LookupResult, TLSAResolver, TrustAnchors
+from dance.testkit.authority import H1, H2, ZONE, make_zone_dir
 
-ZONE = "example.test."
-H1 = "ab" * 32
-H2 = "cd" * 32
+__all__ = ["H1", "H2", "ZONE", "Env", "make_zone_dir", "rcode"]
 
 
 @dataclass
@@ -57,19 +59,6 @@ class Env:
 
     def zone_text(self) -> str:
         return (self.zone_dir / "example.test.zone").read_text()
-
-
-def make_zone_dir(tmp_path: Path, denial: str = "nsec", algorithm: int = 13) -> tuple[Path, str]:
-    from dance.authority import trust_anchor_text
-
-    zone_dir = tmp_path / "zones"
-    store = ZoneDir(zone_dir)
-    policy = store.init_zone(dns.name.from_text(ZONE), denial=denial, algorithm=algorithm)  # type: ignore[arg-type]
-    path = store.zone_path(dns.name.from_text(ZONE))
-    with path.open("a") as out:
-        out.write(f"sensor7._device.example.test. 300 IN TLSA 3 1 1 {H1}\n")
-        out.write("www.example.test. 300 IN A 192.0.2.1\n")
-    return zone_dir, trust_anchor_text(dns.name.from_text(ZONE), policy.keys, 300)
 
 
 @pytest.fixture(params=["nsec", "nsec3"])

@@ -23,7 +23,7 @@ from dance.authority.signer import (
 )
 from dance.authority.store import Records, ZoneDir
 from dance.authority.update import apply_update
-from dance.testkit.zones import SignedZone
+from dance.zone.zones import SignedZone
 
 ORIGIN = dns.name.from_text("example.test.")
 LABELS = ["a", "b", "c", "*", "_device", "x-1", "zz"]

@@ -30,7 +30,11 @@ def _closed_port() -> int:
 
 
 def test_every_dance_module_imports_under_w_error() -> None:
-    names = [m.name for m in pkgutil.walk_packages(dance.__path__, "dance.")]
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(dance.__path__, "dance.")
+        if not m.name.endswith(".__main__")  # running it is not importing it
+    ]
     assert "dance.dns.validator" in names and "dance.cli" in names
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     out = subprocess.run(

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from dance.demo.message import run_messages
 from dance.message import MessageError, MessageReason, sign_cose, sign_jws
-from dance.message.demo_step import run_messages
 from dance.message.jose import b64e
 from tests.message.kit import GATEWAY, GATEWAY_ID, NOW, SENSOR, SENSOR_ID, World
 

@@ -9,7 +9,7 @@ import pytest
 
 def test_run_provision_demo() -> None:
     pytest.importorskip("dance.authority.server")
-    from dance.provision.demo_step import run_provision
+    from dance.demo.provision import run_provision
 
     out = io.StringIO()
     assert run_provision(out) == 0, out.getvalue()

@@ -74,3 +74,25 @@ def test_units_are_shipped_verbatim_in_docs() -> None:
     deploy = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
     for unit in UNITS:
         assert unit.name in deploy, unit.name
+
+
+ETC = Path(__file__).resolve().parents[2] / "deploy" / "etc"
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.stem)
+def test_unit_command_line_and_example_config_parse(unit: Path) -> None:
+    """The unit's ExecStart, with its example /etc/dance file from deploy/etc, is a command line
+    the parser accepts: every key of the example exists and has a valid value."""
+    from dance.cli import _with_config, build_parser
+
+    line = re.search(r"^ExecStart=(.*)$", unit.read_text(), re.M)
+    assert line
+    argv = line.group(1).split()[1:]
+    argv = [re.sub(r"\$\{[A-Z_]+\}", "/run/x", a) for a in argv]
+    config = argv[argv.index("--config") + 1]
+    example = ETC / Path(config).name
+    assert example.exists(), f"no example for {config} in deploy/etc"
+    argv[argv.index("--config") + 1] = str(example)
+    parser = build_parser()
+    args = parser.parse_args(_with_config(parser, argv, {}))
+    assert args.command == argv[0]

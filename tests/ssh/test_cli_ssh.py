@@ -175,7 +175,7 @@ def test_syslog_unreachable_falls_back_to_stderr_in_one_line(
     tmp_path: Path,
 ) -> None:
     world, opts = setup
-    monkeypatch.setattr("dance.cli_ssh.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
+    monkeypatch.setattr("dance.cli.ssh.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
     keytype, blob = ssh_pub(world.keys["alice"])
     rc, out, err = run(capsys, ["ssh-keys-command", "root", keytype, blob, "--syslog", *opts])
     assert rc == 0

@@ -138,6 +138,11 @@ def test_hook_asks_the_daemon(
     proc.terminate()
     _, err = proc.communicate(timeout=10)
     assert "accepted ssh-ed25519" in err and "Traceback" not in err
+    # the access log: one line per decision, with the asking process's uid
+    access = [line for line in err.splitlines() if " ssh-keys uid=" in line]
+    assert any(f" {ALICE} accepted reason=- dns=secure" in line for line in access), err
+    assert any("rejected reason=no-match dns=secure" in line for line in access), err
+    assert any("user=nobody rejected reason=not-allowed" in line for line in access), err
     assert not sock.exists()  # removed on SIGTERM
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from dance.ssh_demo import run_ssh
+from dance.demo.ssh import run_ssh
 
 
 def test_demo_step() -> None:

@@ -131,7 +131,7 @@ def sshd(world: World, request: pytest.FixtureRequest) -> Iterator[Sshd]:
         wrapper.write_text(
             f"#!{sys.executable} -B\n"
             f"import sys\nsys.path.insert(0, {str(SRC)!r})\n"
-            "from dance.ssh.client import main\nsys.exit(main())\n"
+            "from dance.cli.ssh_hook import main\nsys.exit(main())\n"
         )
         options = (
             f"--names-file {names} --server {world.dns[0]}:{world.dns[1]} "

@@ -9,7 +9,8 @@ change atomically, and serves AXFR with TSIG to secondaries. See docs/authority.
 
 import dance._warnings  # noqa: F401  (before any dns.dnssec import: see that module)
 from dance.authority.errors import AuthorityError
-from dance.authority.server import Authority, Limits
+from dance.authority.limits import Limits
+from dance.authority.server import Authority
 from dance.authority.store import ALGORITHMS, KeyPolicy, ZoneDir, trust_anchor_text
 from dance.authority.xot import XoTConfig
 from dance.tsig import (

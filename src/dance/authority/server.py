@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
@@ -46,6 +45,7 @@ from dns.rdtypes.ANY.SOA import SOA
 from dns.rdtypes.ANY.TSIG import TSIG
 
 from dance.authority.errors import AuthorityError
+from dance.authority.limits import Limits, is_loopback
 from dance.authority.ratelimit import RateLimiter
 from dance.authority.replay import ReplayCache
 from dance.authority.serial import SerialPolicy, next_serial, serial_gt, with_serial
@@ -61,9 +61,9 @@ from dance.authority.signer import (
 )
 from dance.authority.store import Denial, KeyPolicy, Records, ZoneDir, trust_anchor_text
 from dance.authority.update import UpdatePolicy, apply_update, check_policy
-from dance.testkit.zones import Zone, ZoneKeys
-from dance.testkit.zoneset import ZoneSet
 from dance.tsig import TSIGKey, keyring
+from dance.zone.zones import Zone, ZoneKeys
+from dance.zone.zoneset import ZoneSet
 
 if TYPE_CHECKING:
     from dance.authority.xot import XoTConfig, XoTListener
@@ -85,27 +85,6 @@ _AXFR_CHUNK = 16000
 _REFRESH_CHECK = 600.0
 _NOTIFY_TRIES = 5
 _NOTIFY_TIMEOUT = 1.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Hardening knobs (defaults suit a laptop; tests lower them)."""
-
-    rate: float = 200.0  # messages per second per client address (0 = no limit)
-    burst: float = 400.0
-    rate_action: str = "drop"  # or "refused"
-    max_clients: int = 10000  # rate-limit table size
-    max_message_size: int = 65535  # larger messages are dropped (UDP) / close (TCP)
-    max_tcp_connections: int = 64  # TCP and DNS-over-TLS connections in all
-    max_tcp_per_client: int = 16  # ... from one address
-    tcp_idle_timeout: float = 10.0  # each read of a message, each write of a reply
-    tcp_lifetime: float = 120.0  # the whole connection, whatever it does
-    tcp_evict_after: float = 1.0  # at the cap, a connection without progress this long yields
-    tcp_write_buffer: int = 65536  # replies buffered per connection before waiting for the peer
-    max_pending_updates: int = 256
-    update_timeout: float = 30.0  # a TCP client waits this long for its update to be applied
-    max_transfers: int = 10  # concurrent zone transfers
-    max_replay_entries: int = 100_000  # remembered TSIG-signed updates (see ReplayCache)
 
 
 @dataclass
@@ -191,15 +170,6 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _soa_serial(records: Records, origin: Name) -> int:
@@ -466,6 +436,23 @@ class Authority:
     def serial(self, origin: str | Name) -> int:
         return _soa_serial(self._state(origin).records, self._name(origin))
 
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Counters for a metrics collector: totals, updates by rcode, refusals by reason,
+        and per zone its serial and the time its last signing took (read at scrape time)."""
+        stats = self.stats
+        totals = {k: float(v) for k, v in vars(stats).items() if isinstance(v, int | float)}
+        totals["tcp_connections"] = float(self.connections)
+        states = list(self._zones.values())
+        return {
+            "authority": totals,
+            "authority_updates_by_rcode:rcode": {k: float(v) for k, v in stats.by_rcode.items()},
+            "authority_refused:reason": {k: float(v) for k, v in stats.refused.items()},
+            "zone_serial:zone": {
+                s.origin.to_text(): float(_soa_serial(s.records, s.origin)) for s in states
+            },
+            "zone_sign_seconds:zone": {s.origin.to_text(): s.sign_seconds for s in states},
+        }
+
     def trust_anchor(self, origin: str | Name | None = None) -> str:
         """DS and DNSKEY lines (``--trust-anchor`` file format) for one zone or all zones."""
         states = [self._state(origin)] if origin is not None else list(self._zones.values())
@@ -491,7 +478,7 @@ class Authority:
 
     async def start_async(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Bind UDP and TCP on ``host``:``port`` (0 = a free port, the same for both)."""
-        if not _is_loopback(host) and not self.allow_non_loopback:
+        if not is_loopback(host) and not self.allow_non_loopback:
             self._unlock_zone_dir()
             raise AuthorityError(
                 "non-loopback",
@@ -543,7 +530,12 @@ class Authority:
         from dance.authority.xot import XoTListener
 
         assert self.tls_config is not None
-        listener = XoTListener(self, self.tls_config)
+        listener = XoTListener(
+            self.tls_config,
+            limits=self.limits,
+            allow_non_loopback=self.allow_non_loopback,
+            on_connection=self._on_connection,
+        )
         try:
             await listener.start(host)
         except AuthorityError:

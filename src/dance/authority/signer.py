@@ -27,7 +27,7 @@ from dns.rdtypes.ANY.RRSIG import RRSIG
 from dns.rdtypes.util import Bitmap
 
 from dance.authority.store import KeyPolicy, Records
-from dance.testkit.zones import Nsec3Chain, SignedZone, SigningKey, Zone, ZoneKeys
+from dance.zone.zones import Nsec3Chain, SignedZone, SigningKey, Zone, ZoneKeys
 
 __all__ = [
     "OnlineZone",

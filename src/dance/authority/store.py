@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from dns.dnssectypes import DSDigest
 
 from dance.authority.errors import AuthorityError
-from dance.testkit.zones import PrivateKey, SigningKey, ZoneKeys, generate_private_key
+from dance.zone.zones import PrivateKey, SigningKey, ZoneKeys, generate_private_key
 
 __all__ = [
     "ALGORITHMS",

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dance.auth import AllowList, Authenticator
+from dance.authority.errors import AuthorityError
+from dance.authority.limits import Limits, is_loopback
 from dance.identity import Identity
 from dance.names import InvalidName, parse_client_name
 from dance.tls.bridge import DEFAULT_CODEPOINT
 from dance.tls.server import DanceServer
 
-if TYPE_CHECKING:
-    from dance.authority.server import Authority
+#: How the authority takes a connection: ``on_connection(reader, writer, tls=listener)``.
+OnConnection = Callable[..., Awaitable[None]]
 
 __all__ = ["TLSAccess", "XoTConfig", "XoTListener"]
 
@@ -75,10 +76,20 @@ class TLSAccess:
 
 
 class XoTListener:
-    """The TLS listener of an :class:`Authority` (made and run by the authority itself)."""
+    """The TLS listener of an `Authority` (made and run by the authority itself, which hands it
+    its limits and the function that serves a connection: no import of the server here)."""
 
-    def __init__(self, authority: Authority, config: XoTConfig) -> None:
-        self.authority = authority
+    def __init__(
+        self,
+        config: XoTConfig,
+        *,
+        limits: Limits,
+        allow_non_loopback: bool,
+        on_connection: OnConnection,
+    ) -> None:
+        self.limits = limits
+        self.allow_non_loopback = allow_non_loopback
+        self._on_connection = on_connection
         self.config = config
         self.xfr_allow = _allow(config.xfr_allow) or AllowList.parse(())
         self.query_allow = _allow(config.query_allow)
@@ -88,7 +99,7 @@ class XoTListener:
             key=config.key,
             codepoint=config.codepoint,
             san_fallback=config.san_fallback,
-            max_pending=authority.limits.max_tcp_connections,
+            max_pending=limits.max_tcp_connections,
             lookup_timeout=config.lookup_timeout,
         )
         self.server: asyncio.Server | None = None
@@ -96,11 +107,8 @@ class XoTListener:
         self.port = 0
 
     async def start(self, host: str) -> None:
-        from dance.authority.errors import AuthorityError
-        from dance.authority.server import _is_loopback
-
         bind = self.config.host or host
-        if not _is_loopback(bind) and not self.authority.allow_non_loopback:
+        if not is_loopback(bind) and not self.allow_non_loopback:
             raise AuthorityError(
                 "non-loopback",
                 f"refusing to listen on non-loopback address {bind} "
@@ -112,7 +120,7 @@ class XoTListener:
             self.config.port,
             ssl=self.core.context,
             ssl_handshake_timeout=self.config.handshake_timeout,
-            limit=self.authority.limits.max_message_size + 2,
+            limit=self.limits.max_message_size + 2,
         )
         sockname = self.server.sockets[0].getsockname()
         self.host, self.port = str(sockname[0]), int(sockname[1])
@@ -128,7 +136,7 @@ class XoTListener:
             self.server = None
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.authority._on_connection(reader, writer, tls=self)
+        await self._on_connection(reader, writer, tls=self)
 
     def _allowed(self, allow: AllowList, identity: Identity) -> bool:
         try:

@@ -51,6 +51,7 @@ from dance.http.core import (
 )
 from dance.http.h1 import EndOfRequest, HttpError, RequestHead, RequestReader, normalize_name
 from dance.identity import Identity
+from dance.service.observe import Observer
 
 __all__ = ["Agent"]
 
@@ -102,8 +103,10 @@ class Agent:
         head_timeout: float | None = None,
         idle_timeout: float | None = None,
         write_limit: int = WRITE_LIMIT,
+        observer: Observer | None = None,
     ) -> None:
         self.http_auth = http_auth
+        self.observer = observer  # access log and metrics (dance.service), when run as a service
         self.cert_header = normalize_name(cert_header)
         self.chain_header = normalize_name(chain_header)
         self.name_header = normalize_name(name_header)
@@ -129,9 +132,11 @@ class Agent:
     def idle_timeout(self) -> float:
         return self._idle_timeout if self._idle_timeout is not None else IDLE_TIMEOUT
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
+    async def serve(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Connection(self), host, port)
+        self.server = await loop.create_server(
+            lambda: _Connection(self), host, port, reuse_port=reuse_port or None
+        )
         self._sweeper = asyncio.create_task(self._sweep())
         return self.server
 
@@ -155,6 +160,8 @@ class Agent:
 
     def count(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+        if self.observer is not None:
+            self.observer.refused(reason)
 
     async def _sweep(self) -> None:
         while True:
@@ -194,6 +201,8 @@ class Agent:
         self.connections.add(conn)
         self.per_address[addr] = self.per_address.get(addr, 0) + 1
         self.connections_total += 1
+        if self.observer is not None:
+            self.observer.opened()
         return True
 
     def _evict(self, addr: str | None) -> bool:
@@ -218,6 +227,8 @@ class Agent:
     def forget(self, conn: _Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
+            if self.observer is not None:
+                self.observer.closed()
             left = self.per_address.get(conn.peer, 1) - 1
             if left > 0:
                 self.per_address[conn.peer] = left
@@ -226,7 +237,16 @@ class Agent:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def answer(self, ident: Identity | Denied, peer: str = "") -> bytes:
+    def answer(
+        self, ident: Identity | Denied, peer: str = "", started: float | None = None
+    ) -> bytes:
+        observer = self.observer
+        if observer is not None and started is not None:
+            if isinstance(ident, Identity):
+                observer.record(peer, ident.client_name, "accepted", "-", "secure", started)
+            else:
+                observer.record(peer, ident.client_name, "rejected", ident.reason,
+                                ident.dns_outcome or "-", started)  # fmt: skip
         if isinstance(ident, Identity):
             log.info("agent: %s: accepted %s", peer, ident.identity)
             return _response(200, identity_headers(ident))
@@ -383,6 +403,7 @@ class _Connection(asyncio.Protocol):
 
     def _request(self, head: RequestHead, *, close: bool) -> None:
         agent = self.agent
+        t0 = time.monotonic()
         request = head.request
         headers: dict[str, str] = {}
         duplicated: set[str] = set()
@@ -409,19 +430,19 @@ class _Connection(asyncio.Protocol):
             headers.get(agent.name_header),
         )
         if isinstance(prepared, Denied):
-            self._send(agent.answer(prepared, self.peer), close=close)
+            self._send(agent.answer(prepared, self.peer, t0), close=close)
             return
         result = http_auth.decide_cached(*prepared)
         if result is not None:
-            self._send(agent.answer(result, self.peer), close=close)
+            self._send(agent.answer(result, self.peer, t0), close=close)
             return
         self.busy = True
         if self.transport is not None:
             self.transport.pause_reading()
         task = asyncio.ensure_future(http_auth.decide(*prepared))
-        task.add_done_callback(lambda t: self._resume(t, close))
+        task.add_done_callback(lambda t: self._resume(t, close, t0))
 
-    def _resume(self, task: asyncio.Future[Identity | Denied], close: bool) -> None:
+    def _resume(self, task: asyncio.Future[Identity | Denied], close: bool, t0: float) -> None:
         self.busy = False
         if task.cancelled():
             self.close()
@@ -431,7 +452,7 @@ class _Connection(asyncio.Protocol):
             log.error("agent: authentication raised", exc_info=exc)
             self._send(self.agent.refuse("internal-error", "not-authenticated"), close=True)
             return
-        self._send(self.agent.answer(task.result(), self.peer), close=close)
+        self._send(self.agent.answer(task.result(), self.peer, t0), close=close)
         if self.transport is not None and not self.closing:
             if not self.write_paused:
                 self.transport.resume_reading()

@@ -13,6 +13,7 @@ internal ``reason`` (stable, counted, logged with the operator detail).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -77,6 +78,8 @@ class Denied:
     reason: str
     detail: str = ""
     status: int = 403
+    client_name: str = ""  # the name that was refused, when known (access log)
+    dns_outcome: str = ""  # the DNS outcome behind the refusal, when there was a lookup
 
     accepted = False
 
@@ -257,8 +260,11 @@ class HttpAuth:
         if isinstance(result, Identity):
             self.count("accepted")
             return result
-        return self.deny(
+        denied = self.deny(
             NOT_AUTHENTICATED, result.reason.value, f"{result.client_name}: {result.detail}"
+        )
+        return dataclasses.replace(
+            denied, client_name=result.client_name or "", dns_outcome=result.dns_outcome or ""
         )
 
     def decide_cached(

@@ -6,7 +6,7 @@
 * :mod:`dance.tsig` -- TSIG key files / ``$DANCE_TSIG_KEY``;
 * :mod:`dance.provision.rollover` -- RFC 7671 section 8 key rollover;
 * :mod:`dance.provision.fleet` -- fleet provisioning with tree-structured names;
-* :mod:`dance.provision.demo_step` -- the proposed ``make demo`` step.
+* (the ``make demo`` step lives in :mod:`dance.demo.provision`)
 """
 
 from dance.provision.identity import Identity, IdentityError, new_identity

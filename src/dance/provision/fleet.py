@@ -30,7 +30,7 @@ from cryptography import x509
 
 from dance import certs
 from dance.names import InvalidName, tree_device_name, tree_shard_zone
-from dance.provision.identity import new_identity, paths_for
+from dance.provision.identity import new_identity, paths_for, remove_stale_temp_files
 from dance.provision.publish import Change, Updater
 from dance.tlsa import TLSARecord, make_record
 
@@ -168,7 +168,10 @@ def _make_chunk(
             cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
             out.append((owner, make_record(cert.public_key(), 3, 1, 1).to_wire(), False))
             continue
-        ident = new_identity(owner, out_dir, key_type=key_type, now=now, force=False)
+        # A key without its certificate is what an interrupted run leaves (the key is written
+        # first, each file atomically): never published, since publication follows creation.
+        interrupted = paths.key.exists() and not paths.cert.exists()
+        ident = new_identity(owner, out_dir, key_type=key_type, now=now, force=interrupted)
         out.append((owner, ident.record.to_wire(), True))
     return out
 
@@ -186,6 +189,9 @@ def create_identities(
     """Create missing identities in parallel (processes); reuse existing ones."""
     when = now or datetime.datetime.now(datetime.UTC)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temp_files(Path(out_dir))
+    if stale:
+        log.info("removed %d temporary files of an interrupted run", stale)
     zone_of = {e.owner: e.zone for e in entries}
     owners = [e.owner for e in entries]
     chunks = [owners[i : i + chunk] for i in range(0, len(owners), chunk)]

@@ -9,9 +9,11 @@ File layout in the output directory, named after the canonical client name::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import secrets
 from pathlib import Path
 
 from cryptography import x509
@@ -99,19 +101,59 @@ def _canonical(name: str) -> str:
 
 
 def write_new_file(path: Path, data: bytes, *, force: bool, mode: int = 0o644) -> None:
-    """Create ``path`` with ``mode`` from the start; refuse to overwrite unless ``force``."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    """Create ``path`` with ``mode`` from the start; refuse to overwrite unless ``force``.
+
+    Atomic: the data goes to a temporary file in the same directory (created with ``mode``,
+    fsynced), which is then linked into place (``force=False``: fails if ``path`` exists) or
+    renamed over it. A crash leaves either no file or the whole file, never a partial key.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        fd = os.open(str(path), flags, mode)
-    except FileExistsError:
-        raise IdentityError(f"{path} exists (use --force to overwrite)", "exists") from None
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
         raise IdentityError(f"cannot write {path}: {exc.strerror or exc}", "io") from None
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise IdentityError(f"{path} exists (use --force to overwrite)", "exists") from None
+    except OSError as exc:
+        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}", "io") from None
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Remove the temporary files that interrupted runs of `write_new_file` left in
+    ``directory`` (those whose writing process is gone); return how many."""
+    removed = 0
+    for tmp in directory.glob(".*.tmp-*-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # still running: not ours to remove
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
 
 
 def make_csr(key: CertificateIssuerPrivateKeyTypes, name: str) -> x509.CertificateSigningRequest:

@@ -44,7 +44,7 @@ def _utc_now() -> str:
 class _Metrics:
     """The Prometheus collectors of one service, in their own registry."""
 
-    def __init__(self, service: str, sources: Callable[[], Mapping[str, Mapping[str, int]]]):
+    def __init__(self, service: str, sources: Callable[[], Mapping[str, Mapping[str, float]]]):
         try:
             import prometheus_client as prom
             from prometheus_client.core import GaugeMetricFamily
@@ -86,13 +86,24 @@ class _Metrics:
         self.info.info({**labels, "version": __version__})
 
         class _Sources:
+            """Counters read at scrape time. A prefix ``name`` gives one gauge per key,
+            ``dance_name_key``; a prefix ``name:label`` gives one gauge ``dance_name`` with the
+            keys as values of ``label`` (zone serials by zone, responses by rcode, ...)."""
+
             def collect(self) -> Iterator[Any]:
                 for prefix, stats in sources().items():
-                    for key, value in stats.items():
-                        name = f"dance_{prefix}_{key}".replace("-", "_")
-                        family = GaugeMetricFamily(name, f"{prefix} counter {key}")
-                        family.add_metric([], float(value))
+                    metric, _, label = prefix.partition(":")
+                    if label:
+                        family = GaugeMetricFamily(f"dance_{metric}", metric, labels=[label])
+                        for key, value in stats.items():
+                            family.add_metric([str(key)], float(value))
                         yield family
+                        continue
+                    for key, value in stats.items():
+                        name = f"dance_{metric}_{key}".replace("-", "_")
+                        one = GaugeMetricFamily(name, f"{metric} counter {key}")
+                        one.add_metric([], float(value))
+                        yield one
 
         r.register(_Sources())
 
@@ -109,7 +120,7 @@ class Observer:
         *,
         log_format: str = "text",
         metrics: bool = False,
-        sources: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
+        sources: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
     ) -> None:
         if log_format not in ("text", "json"):
             raise ValueError("log format is text or json")
@@ -131,15 +142,29 @@ class Observer:
         handshake_seconds: float | None = None,
     ) -> None:
         """One decision: log a line and count it. ``started`` is a ``time.monotonic()`` value."""
-        latency = time.monotonic() - started
         if isinstance(result, Identity):
-            outcome, reason, dns = "accepted", "-", "secure"
-            name = result.client_name
+            self.record(peer, result.client_name, "accepted", "-", "secure", started,
+                        handshake_seconds=handshake_seconds)  # fmt: skip
         else:
-            outcome, reason = "rejected", result.reason.value
-            dns = result.dns_outcome or "-"
             name = result.client_name or client_name or "-"
-        self.counts[outcome] += 1
+            self.record(peer, name, "rejected", result.reason.value, result.dns_outcome or "-",
+                        started, handshake_seconds=handshake_seconds)  # fmt: skip
+
+    def record(
+        self,
+        peer: str,
+        client_name: str,
+        outcome: str,
+        reason: str,
+        dns: str,
+        started: float,
+        *,
+        handshake_seconds: float | None = None,
+    ) -> None:
+        """One decision in its parts (for adapters whose verdicts are not a `Result`)."""
+        latency = time.monotonic() - started
+        name = client_name or "-"
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
         if self.metrics is not None:
             self.metrics.decisions.labels(outcome, reason).inc()
             if dns != "-":

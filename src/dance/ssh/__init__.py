@@ -2,8 +2,9 @@
 
 ``dance.ssh.core``: SSH keys as SubjectPublicKeyInfo, the names files, `authorize`.
 ``dance.ssh.server``: the key daemon, a warm cache that sshd's hook asks over a Unix socket.
-``dance.ssh.client``: ``dance-ssh-keys``, the hook sshd runs for every offered key; it imports
-only the standard library when a daemon answers.
+``dance.ssh.protocol`` and ``dance.ssh.client``: the daemon's one-line protocol and its client,
+standard library only, for ``dance-ssh-keys`` (``dance.cli.ssh_hook``), the hook sshd runs for
+every offered key.
 
 The public names of ``dance.ssh.core`` are importable from here; they load on first use (PEP
 562), so that importing ``dance.ssh.client`` stays cheap.

@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import stat
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from pathlib import Path
 from dance.auth import Authenticator
 from dance.dns import TLSAResolver
 from dance.identity import Identity
+from dance.service.observe import Observer
 from dance.ssh.core import (
     NamesFileError,
     SSHKeyError,
@@ -73,13 +77,20 @@ class KeyDaemon:
         self,
         config: KeyDaemonConfig,
         resolver_factory: Callable[[], TLSAResolver],
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer
         self._resolver_factory = resolver_factory
         self._resolver: TLSAResolver | None = None
         self._server: asyncio.AbstractServer | None = None
         self._open = 0
         self.stats = KeyDaemonStats()
+
+    @property
+    def resolver(self) -> TLSAResolver | None:
+        """The shared resolver (its validated cache), while the daemon runs."""
+        return self._resolver
 
     async def start(self) -> None:
         path = Path(self.config.socket_path)
@@ -136,7 +147,7 @@ class KeyDaemon:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     self.stats.error("malformed-request")
                     return
-                reply = await self.answer(line)
+                reply = await self.answer(line, _peer(writer))
                 writer.write(reply)
                 await writer.drain()
         except TimeoutError:
@@ -149,8 +160,19 @@ class KeyDaemon:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def answer(self, line: bytes) -> bytes:
+    async def answer(self, line: bytes, peer: str = "-") -> bytes:
         """The reply to one request line (never raises)."""
+        started = time.monotonic()
+        reply = await self._answer(line, peer, started)
+        return reply
+
+    def _record(
+        self, peer: str, name: str, outcome: str, reason: str, dns: str, started: float
+    ) -> None:
+        if self.observer is not None:
+            self.observer.record(peer, name, outcome, reason, dns, started)
+
+    async def _answer(self, line: bytes, peer: str, started: float) -> bytes:
         self.stats.requests += 1
         try:
             user, keytype, blob = decode_request(line)
@@ -162,6 +184,7 @@ class KeyDaemon:
         except SSHKeyError as exc:
             log.info("key offered for %r refused: %s: %s", user, exc.reason, exc)
             self.stats.refused += 1
+            self._record(peer, f"user={user}", "rejected", exc.reason, "-", started)
             return encode_reply(None)
         try:
             names = names_for_user(
@@ -174,6 +197,7 @@ class KeyDaemon:
         if not names:
             log.info("no DANCE names authorized for account %r", user)
             self.stats.refused += 1
+            self._record(peer, f"user={user}", "rejected", "not-allowed", "-", started)
             return encode_reply(None)
         assert self._resolver is not None
         try:
@@ -193,7 +217,23 @@ class KeyDaemon:
                 result.client_name,
             )
             self.stats.accepted += 1
+            self._record(peer, result.client_name, "accepted", "-", "secure", started)
             return encode_reply(authorized_keys_line(key, result.client_name))
         log.info("refused %s %s for %r: %s", key.keytype, key.fingerprint, user, result)
         self.stats.refused += 1
+        self._record(
+            peer, result.client_name or f"user={user}", "rejected", result.reason.value,
+            result.dns_outcome or "-", started,
+        )  # fmt: skip
         return encode_reply(None)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """Who asked: the connecting process's uid and pid (SO_PEERCRED), for the access log."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+    except (OSError, AttributeError, struct.error):
+        return "unix"
+    return f"uid={uid},pid={pid}"

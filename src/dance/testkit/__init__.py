@@ -1,5 +1,8 @@
 """DNSSEC signed-zone test kit: build signed zones, answer queries, serve them, inject faults.
 
+Zones are built, signed and answered by the product package `dance.zone` (re-exported here); the
+kit adds servers on loopback, fault injection and ready-made examples.
+
 Quick start::
 
     from dance.testkit import Fault, Hierarchy, ServerThread
@@ -21,11 +24,24 @@ docs/testkit.md for the whole guide.
 
 import dance._warnings  # noqa: F401  (before any dns.dnssec import: see that module)
 from dance.testkit.examples import dance_example
-from dance.testkit.faults import Fault, FaultKind, FaultSet, Injection
-from dance.testkit.responder import DEFAULT_MAX_UDP, WireReply, respond, respond_wire
 from dance.testkit.server import ServerThread, TestServer
-from dance.testkit.zones import SignedZone, SigningKey, SigningParams, Zone, ZoneKeys
-from dance.testkit.zoneset import Hierarchy, ZoneSet
+from dance.zone import (
+    DEFAULT_MAX_UDP,
+    Fault,
+    FaultKind,
+    FaultSet,
+    Hierarchy,
+    Injection,
+    SignedZone,
+    SigningKey,
+    SigningParams,
+    WireReply,
+    Zone,
+    ZoneKeys,
+    ZoneSet,
+    respond,
+    respond_wire,
+)
 
 __all__ = [
     "DEFAULT_MAX_UDP",

@@ -23,8 +23,8 @@
 
 from __future__ import annotations
 
-from dance.testkit.zones import Denial
-from dance.testkit.zoneset import Hierarchy
+from dance.zone.zones import Denial
+from dance.zone.zoneset import Hierarchy
 
 __all__ = ["DEFAULT_TLSA", "DEFAULT_WILDCARD_TLSA", "dance_example"]
 

@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import cast
 
-from dance.testkit.zoneset import ZoneSet
+from dance.zone.zoneset import ZoneSet
 
 __all__ = ["ServerThread", "TestServer"]
 

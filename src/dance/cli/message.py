@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from dance.cli import UsageError, add_dns_options, client_name_arg, load_chain, make_resolver
+from dance.cli.common import UsageError, add_dns_options, client_name_arg, load_chain, make_resolver
 
 EXIT_OK, EXIT_NEGATIVE = 0, 1
 FORMATS = ("jws", "jws-json", "cose")

@@ -1,7 +1,7 @@
 """Fault injection for the test responder and server.
 
 A :class:`Fault` says what goes wrong and where (a name, optionally its subtree, or a whole
-zone). Faults live in a :class:`FaultSet` owned by a :class:`~dance.testkit.ZoneSet`; they can
+zone). Faults live in a :class:`FaultSet` owned by a :class:`~dance.zone.ZoneSet`; they can
 be added and removed while a server runs (thread-safe), and take effect on the next query.
 
 Where a fault applies:

@@ -72,7 +72,7 @@ def _run(out: TextIO, now: datetime.datetime | None) -> int:
     import dns.name
 
     from dance.auth import Authenticator
-    from dance.authority.server import Authority, Limits
+    from dance.authority import Authority, Limits
     from dance.authority.store import ZoneDir, trust_anchor_text
     from dance.dns import TLSAResolver, TrustAnchors
     from dance.tsig import generate_tsig_key

@@ -1,4 +1,4 @@
-"""Sans-I/O authoritative responder over the zones of a :class:`~dance.testkit.ZoneSet`.
+"""Sans-I/O authoritative responder over the zones of a :class:`~dance.zone.ZoneSet`.
 
 It answers like an RFC 1034/4035/5155 authoritative server with minimal responses:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import dns.exception
 import dns.flags
@@ -35,11 +35,20 @@ from dns.rdtypes.ANY.NSEC3 import NSEC3
 from dns.rdtypes.ANY.RRSIG import RRSIG
 from dns.rdtypes.util import Bitmap
 
-from dance.testkit.faults import Fault, FaultKind, Transport
-from dance.testkit.zones import SignedZone
+from dance.zone.faults import Fault, FaultKind, FaultSet, Transport
+from dance.zone.zones import SignedZone, Zone
 
-if TYPE_CHECKING:
-    from dance.testkit.zoneset import ZoneSet
+
+class ZoneSet(Protocol):
+    """What the responder needs of a set of zones (`dance.zone.ZoneSet` is one)."""
+
+    def get(self, origin: str | dns.name.Name) -> Zone | None: ...
+
+    def zone_for(self, qname: dns.name.Name, qtype: int = ...) -> Zone | None: ...
+
+    @property
+    def faults(self) -> FaultSet: ...
+
 
 __all__ = ["DEFAULT_MAX_UDP", "WireReply", "respond", "respond_wire"]
 

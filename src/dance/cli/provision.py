@@ -25,7 +25,7 @@ from typing import Any
 from cryptography import x509
 
 from dance import certs
-from dance.cli import (
+from dance.cli.common import (
     UsageError,
     _parse_server,
     client_name_arg,
@@ -396,7 +396,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
 
 def _records_for(args: argparse.Namespace, *, required: bool) -> list[Any]:
     """The TLSA records named by --record / --cert / --spki, checked against each other."""
-    from dance.cli import load_spki
+    from dance.cli.common import load_spki
     from dance.provision.publish import MismatchError, check_record_matches
     from dance.tlsa import MalformedRecord, TLSARecord, make_record
 

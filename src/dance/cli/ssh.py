@@ -23,7 +23,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from dance.cli import (
+from dance.cli.common import (
     StderrHandler,
     UsageError,
     _Parser,
@@ -83,7 +83,17 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root.addHandler(handler)
 
 
+def _teardown_logging(level: int) -> None:
+    """Remove our handler and restore the level: in-process callers keep their logging as it was."""
+    root = logging.getLogger("dance")
+    for old in _handlers:
+        root.removeHandler(old)
+    _handlers.clear()
+    root.setLevel(level)
+
+
 def cmd_keys_command(args: argparse.Namespace) -> int:
+    level = logging.getLogger("dance").level
     _setup_logging(args)
     try:
         return _keys_command(args)
@@ -93,6 +103,8 @@ def cmd_keys_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # never a traceback to sshd; fail closed
         log.error("internal error, key refused: %s: %s", type(exc).__name__, exc)
         return EXIT_CONFIG
+    finally:
+        _teardown_logging(level)
 
 
 def _keys_command(args: argparse.Namespace) -> int:
@@ -172,8 +184,31 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         request_timeout=min(args.deadline + 3.0, 60.0),
     )
 
+    from dance.service.options import ServiceOptionError, observe
+
     async def run() -> None:
-        daemon = KeyDaemon(config, lambda: make_resolver(args))
+        holder: dict[str, KeyDaemon] = {}
+
+        def sources() -> dict[str, dict[str, float]]:
+            daemon = holder.get("daemon")
+            if daemon is None:
+                return {}
+            stats = daemon.stats
+            out: dict[str, dict[str, float]] = {
+                "ssh": {"requests": stats.requests, "accepted": stats.accepted,
+                        "refused": stats.refused},
+                "ssh_errors:reason": dict(stats.errors),
+            }  # fmt: skip
+            if daemon.resolver is not None:
+                out["dns"] = dict(daemon.resolver.stats())
+            return out
+
+        try:
+            observer, endpoint = observe(args, "ssh-keys", sources)
+        except ServiceOptionError as exc:
+            raise UsageError(str(exc)) from None
+        daemon = KeyDaemon(config, lambda: make_resolver(args), observer)
+        holder["daemon"] = daemon
         try:
             await daemon.start()
         except OSError as exc:
@@ -186,6 +221,8 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
         finally:
+            if endpoint is not None:
+                endpoint.close()
             await daemon.close()
             log.info(
                 "ssh key daemon stopped: %d requests, %d accepted, %d refused, errors %s",

@@ -31,16 +31,16 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     """The whole demo: offline matching, then authentication over DNSSEC-signed DNS."""
     good = run_offline(out, now) == 0
     good &= run_dns(out, now) == 0
-    from dance.provision.demo_step import run_provision
+    from dance.demo.provision import run_provision
 
     good &= run_provision(out) == 0
-    from dance.message.demo_step import run_messages
+    from dance.demo.message import run_messages
 
     good &= run_messages(out, now) == 0
     from dance.tls.demo_step import run_tls
 
     good &= run_tls(out, now) == 0
-    from dance.ssh_demo import run_ssh
+    from dance.demo.ssh import run_ssh
 
     good &= run_ssh(out) == 0
     from dance.smtp_demo import run_smtp

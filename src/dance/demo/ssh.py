@@ -4,7 +4,7 @@ Offline (no sshd): what `dance ssh-keys-command` decides for keys offered to ssh
 authorizes two DNS names for the account ``root``; their SSH keys are published as TLSA ``3 1 1``
 (Ed25519) and ``3 1 0`` (ECDSA P-256) in a DNSSEC-signed testkit zone served on loopback.
 
-    from dance.ssh_demo import run_ssh
+    from dance.demo.ssh import run_ssh
     good &= run_ssh(out) == 0
 """
 

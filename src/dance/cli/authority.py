@@ -49,7 +49,7 @@ def _zone_name(text: str) -> Any:
     import dns.exception
     import dns.name
 
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     try:
         name = dns.name.from_text(text)
@@ -61,7 +61,7 @@ def _zone_name(text: str) -> Any:
 
 
 def _tsig_keys(args: argparse.Namespace) -> list[Any]:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
     from dance.tsig import TSIGError, load_tsig_keys, tsig_key_from_env
 
     keys = []
@@ -76,16 +76,17 @@ def _tsig_keys(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     if not args.zone_dir:
         raise UsageError("--zone-dir DIR is required (create a zone with 'dance authority init')")
-    from dance.cli import parse_hostport
+    from dance.cli.common import parse_hostport
 
     host, port = parse_hostport(args.listen)
     handler = logging.StreamHandler(sys.stderr)
+    json_log = args.json_log or getattr(args, "log_format", "text") == "json"
     handler.setFormatter(
-        _JsonFormatter() if args.json_log else logging.Formatter("%(asctime)s %(message)s")
+        _JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(message)s")
     )
     logger = logging.getLogger("dance")
     level = logger.level
@@ -103,7 +104,7 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
 
     from dance.authority import ALGORITHMS, Authority, AuthorityError, Limits
     from dance.authority.update import UpdatePolicy
-    from dance.cli import UsageError, parse_hostport
+    from dance.cli.common import UsageError, parse_hostport
 
     try:
         keys = _tsig_keys(args)
@@ -151,6 +152,13 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await authority.start_async(host, port)
+        from dance.service.options import ServiceOptionError, observe
+
+        try:
+            _, endpoint = observe(args, "authority", authority.metrics)
+        except ServiceOptionError as exc:
+            await authority.stop_async()
+            raise UsageError(str(exc)) from None
         zones = " ".join(o.to_text() for o in authority.origins)
         print(
             f"dance authority: serving {zones} on {authority.host} port {authority.port} "
@@ -166,6 +174,8 @@ def _serve(args: argparse.Namespace, host: str, port: int, logger: logging.Logge
         try:
             await stop.wait()
         finally:
+            if endpoint is not None:
+                endpoint.close()
             await authority.stop_async()
 
     try:
@@ -180,7 +190,7 @@ def _xot_config(args: argparse.Namespace, authority: Any, host: str, port: int) 
     --xot-server names another (the secondaries' TLSA records may live in the served zones)."""
     from dance.auth import AllowList, Authenticator
     from dance.authority.xot import XoTConfig
-    from dance.cli import UsageError, parse_hostport
+    from dance.cli.common import UsageError, parse_hostport
     from dance.dns import ConfigurationError, TLSAResolver, TrustAnchors
     from dance.tls.bridge import check_codepoint
 
@@ -226,7 +236,7 @@ def _xot_config(args: argparse.Namespace, authority: Any, host: str, port: int) 
 
 def cmd_init(args: argparse.Namespace) -> int:
     from dance.authority import ALGORITHMS, AuthorityError, ZoneDir, trust_anchor_text
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     origin = _zone_name(args.zone)
     store = ZoneDir(args.zone_dir)
@@ -271,7 +281,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_anchor(args: argparse.Namespace) -> int:
     from dance.authority import AuthorityError, ZoneDir, trust_anchor_text
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
 
     store = ZoneDir(args.zone_dir)
     try:
@@ -290,7 +300,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_tsig_key(args: argparse.Namespace) -> int:
-    from dance.cli import UsageError
+    from dance.cli.common import UsageError
     from dance.tsig import TSIGError, generate_tsig_key, write_tsig_key
 
     try:

@@ -6,7 +6,7 @@ gateway's tampering is refused: an altered payload, and the altered payload re-s
 gateway's key while still claiming the sensor's name. Everything runs in-process against
 ``dance.testkit`` zones served on a loopback port.
 
-    from dance.message.demo_step import run_messages
+    from dance.demo.message import run_messages
     good &= run_messages(out, now) == 0
 """
 

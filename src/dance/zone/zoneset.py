@@ -11,9 +11,9 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 
-from dance.testkit import responder
-from dance.testkit.faults import Fault, FaultSet, Injection, Transport
-from dance.testkit.zones import DEFAULT_VALIDITY, Denial, Zone
+from dance.zone import responder
+from dance.zone.faults import Fault, FaultSet, Injection, Transport
+from dance.zone.zones import DEFAULT_VALIDITY, Denial, Zone
 
 __all__ = ["Hierarchy", "ZoneSet"]
 

@@ -10,7 +10,7 @@ import logging
 import signal
 from typing import Any
 
-from dance.cli import (
+from dance.cli.common import (
     UsageError,
     add_dns_options,
     log_to_stderr,
@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from dance.auth import Authenticator
+    from dance.auth import AllowList, Authenticator
     from dance.http.agent import Agent
     from dance.http.core import LOOPBACK, HttpAuth
     from dance.http.headers import CertificateHeaderParser
@@ -45,9 +45,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    resolver = make_resolver(args)
+    make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
     try:
-        authenticator = Authenticator(resolver, allow=args.allow)
+        AllowList.parse(args.allow)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for value, flag in (
@@ -59,36 +59,68 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.head_timeout is not None and args.head_timeout <= 0:
         raise UsageError("--head-timeout must be positive")
     log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
-    http_auth = HttpAuth(authenticator, parser=parser)
-    agent = Agent(
-        http_auth,
-        cert_header=args.cert_header,
-        chain_header=args.chain_header,
-        name_header=args.name_header,
-        trusted_proxies=proxies,
-        max_connections=args.max_connections,
-        max_per_address=args.max_per_address,
-        head_timeout=args.head_timeout,
-    )
 
-    async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        async with resolver:
-            try:
-                await agent.serve(host, port)
-            except OSError as exc:
-                raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
-            bound = agent.address
-            print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
-            await stop.wait()
-            await agent.close()
-        return 0
+    def serve_one(index: int = 0) -> int:
+        from dance.service.endpoint import dns_readiness
+        from dance.service.options import ServiceOptionError, observe
 
-    return asyncio.run(run())
+        resolver = make_resolver(args)
+        authenticator = Authenticator(resolver, allow=args.allow)
+        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
+            args.metrics = (args.metrics[0], args.metrics[1] + index)
+        try:
+            observer, endpoint = observe(
+                args,
+                "agent",
+                lambda: {"auth": authenticator.stats(), "dns": resolver.stats()},
+                dns_readiness(resolver.server, "."),
+            )
+        except ServiceOptionError as exc:
+            raise UsageError(str(exc)) from None
+        http_auth = HttpAuth(authenticator, parser=parser)
+        agent = Agent(
+            http_auth,
+            cert_header=args.cert_header,
+            chain_header=args.chain_header,
+            name_header=args.name_header,
+            trusted_proxies=proxies,
+            max_connections=args.max_connections,
+            max_per_address=args.max_per_address,
+            head_timeout=args.head_timeout,
+            observer=observer,
+        )
+
+        async def run() -> int:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+            async with resolver:
+                try:
+                    await agent.serve(host, port, reuse_port=args.workers > 1)
+                except OSError as exc:
+                    raise UsageError(
+                        f"cannot listen on {args.listen}: {exc.strerror or exc}"
+                    ) from None
+                bound = agent.address
+                if index == 0:
+                    print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
+                await stop.wait()
+                await agent.close()
+            return 0
+
+        try:
+            return asyncio.run(run())
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+
+    if args.workers > 1:
+        from dance.service.workers import run_workers
+
+        return run_workers(args.workers, serve_one)
+    return serve_one()
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,300 @@
+"""Shared pieces of the command line: errors, argument types, loading files, DNS options.
+
+Exit codes: 0 success, 1 a negative verdict (rejected, bogus), 2 unusable input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from dance.credentials import (
+    CertificateChain,
+    CredentialError,
+    Presented,
+    RawPublicKey,
+    load_certificates,
+    load_public_key,
+)
+from dance.identity import Identity, Result
+from dance.names import InvalidName, parse_client_name
+from dance.tlsa import MalformedRecord
+from dance.tlsa.record import parse_field
+
+if TYPE_CHECKING:
+    from dance.dns import TLSAResolver
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Unusable input or configuration: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def load_chain(cert: str, chain: str | None) -> CertificateChain:
+    try:
+        certs = load_certificates(_read(cert))
+        if chain:
+            certs += load_certificates(_read(chain))
+        return CertificateChain.from_certificates(certs)
+    except CredentialError as exc:
+        raise UsageError(f"{cert if not chain else cert + ' / ' + chain}: {exc}") from None
+
+
+def load_spki(path: str) -> bytes:
+    """A public key as SPKI DER: PEM/DER SPKI, a certificate, or an OpenSSH ``.pub`` line."""
+    data = _read(path)
+    head = data.lstrip()[:32]
+    if head.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-")):
+        from dance.ssh import SSHKeyError, parse_public_key_line
+
+        try:
+            return parse_public_key_line(data.decode("utf-8")).spki
+        except (SSHKeyError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not a usable OpenSSH public key: {exc}") from None
+    try:
+        return load_public_key(data)
+    except CredentialError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (safe when callers swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def log_to_stderr(level: int, fmt: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> None:
+    """Send the ``dance`` loggers to standard error (once per process) for server commands."""
+    logger = logging.getLogger("dance")
+    logger.setLevel(level)
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+        logger.addHandler(handler)
+
+
+def parse_hostport(text: str, what: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` (port 0-65535), or a UsageError naming ``what``."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"bad {what} {text!r} (HOST:PORT or [IPv6]:PORT)")
+    return host, int(port)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number of seconds (or days) above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def ttl_int(text: str) -> int:
+    """An argparse type: a DNS TTL, 0 to 2^31-1 seconds (RFC 2181 section 8)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"a TTL is 0 to 2147483647 seconds: {text!r}")
+    return value
+
+
+def record_owner_arg(text: str) -> str:
+    """A TLSA owner name: a ClientName, or a wildcard ``*.`` above one (a CA's DANE-TA record)."""
+    if text.startswith("*."):
+        return "*." + client_name_arg(text[2:])
+    return client_name_arg(text)
+
+
+def client_name_arg(text: str) -> str:
+    try:
+        return parse_client_name(text).text
+    except InvalidName as exc:
+        raise UsageError(f"bad client name {text!r}: {exc}") from None
+
+
+def load_presented(args: argparse.Namespace) -> Presented:
+    """--cert FILE [--chain FILE] or --pubkey FILE, as a CertificateChain or RawPublicKey."""
+    if args.cert:
+        return load_chain(args.cert, args.chain)
+    if args.chain:
+        raise UsageError("--chain goes with --cert")
+    try:
+        return RawPublicKey.from_spki(load_spki(args.pubkey))
+    except CredentialError as exc:
+        raise UsageError(f"{args.pubkey}: {exc}") from None
+
+
+def print_result(result: Result, args: argparse.Namespace) -> int:
+    """Print an authentication result (human or --json) and return its exit code."""
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    elif isinstance(result, Identity):
+        print(f"authenticated: {result.identity}")
+        print(f"  record: {result.record} at depth {result.depth}")
+    else:
+        print(f"rejected: {result.reason.value}")
+        if getattr(args, "verbose", False) and result.detail:
+            print(f"  {result.detail}", file=sys.stderr)
+    return EXIT_OK if isinstance(result, Identity) else EXIT_NEGATIVE
+
+
+def _field(kind: str, value: str) -> int:
+    try:
+        return parse_field(kind, value)
+    except MalformedRecord as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_server(text: str | None, default_port: int = 53) -> tuple[str, int]:
+    """HOST, HOST:PORT, [V6]:PORT or V6; default: the first nameserver of /etc/resolv.conf."""
+    if text is None:
+        try:
+            for line in Path("/etc/resolv.conf").read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    return parts[1], default_port
+        except OSError:
+            pass
+        return "127.0.0.1", default_port
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"bad --server {text!r} (HOST[:PORT], [IPv6]:PORT)")
+    return host, int(port)
+
+
+def lookup_hint(outcome: str, reason: str, args: argparse.Namespace) -> str | None:
+    """What to do about a lookup that could not decide, in one sentence (None: nothing to add)."""
+    server = getattr(args, "server", None) or "127.0.0.1"
+    anchored = bool(getattr(args, "trust_anchor", None))
+    if reason == "network-error":
+        return (
+            f"no DNS server answered at {server} (connection refused or unreachable): "
+            "is it running, and is --server right?"
+        )
+    if reason == "timeout":
+        return (
+            f"{server} did not answer within {getattr(args, 'timeout', '?')} s: is a DNS server "
+            "listening there (--server), or does it need a longer --timeout?"
+        )
+    if reason == "refused" and not anchored:
+        return (
+            f"{server} refused a query: without --trust-anchor dance validates from the root, "
+            "which an authoritative server for your zone does not serve; give --trust-anchor FILE "
+            "(the DS/DNSKEY of your zone, e.g. from 'dance authority init --trust-anchor-out'), "
+            "or use a validating resolver"
+        )
+    if reason == "refused":
+        return f"{server} refused the query: does it serve this zone (or recurse for you)?"
+    if reason == "servfail":
+        return f"{server} answered SERVFAIL (a validating resolver says so for bogus data)"
+    if outcome == "insecure" and reason == "no-trust-anchor":
+        return "the name is under none of the trust anchors: check --trust-anchor"
+    return None
+
+
+def make_resolver(args: argparse.Namespace) -> TLSAResolver:
+    from dance.dns import AnchorError, ConfigurationError, TLSAResolver, TrustAnchors
+
+    server = _parse_server(args.server, 853 if args.tls else 53)
+    try:
+        anchors = (
+            TrustAnchors.from_file(args.trust_anchor)
+            if args.trust_anchor
+            else TrustAnchors.builtin_root()
+        )
+    except AnchorError as exc:
+        raise UsageError(str(exc)) from None
+    transport = "tls" if args.tls else args.transport
+    server_name = args.tls_name
+    pins = tuple(args.tls_pin or ())
+    if transport == "tls" and not server_name and not pins:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(server[0])
+        except ValueError:
+            server_name = server[0]
+        else:
+            raise UsageError("--tls to an IP address needs --tls-name NAME or --tls-pin PIN")
+    try:
+        return TLSAResolver(
+            server,
+            anchors=anchors,
+            transport=transport,
+            server_name=server_name,
+            spki_pins=pins,
+            trust_ad=args.trust_ad,
+            timeout=args.timeout,
+            deadline=max(args.timeout, args.deadline),
+        )
+    except (ConfigurationError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_dns_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="HOST[:PORT]", help="resolver or authoritative server")
+    p.add_argument("--trust-anchor", metavar="FILE", help="DS/DNSKEY lines (default: root KSKs)")
+    p.add_argument("--tls", action="store_true", help="DNS over TLS (port 853 by default)")
+    p.add_argument("--tls-name", metavar="NAME", help="DoT server name to authenticate")
+    p.add_argument("--tls-pin", action="append", metavar="PIN", help="DoT server SPKI pin")
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--trust-ad",
+        action="store_true",
+        help="trust the resolver's AD bit (only loopback or authenticated DoT)",
+    )
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="per-query timeout (s)")
+    p.add_argument("--deadline", type=positive_float, default=5.0, help="overall deadline (s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")

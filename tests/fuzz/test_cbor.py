@@ -147,7 +147,7 @@ VALUE = st.recursive(
 )
 
 
-@fuzz_settings(400)
+@fuzz_settings(250)
 @given(VALUE, st.booleans())
 def test_values_roundtrip_and_match_cbor2(value: Any, canonical: bool) -> None:
     data = cbor2.dumps(value, canonical=canonical)
@@ -159,7 +159,7 @@ def test_values_roundtrip_and_match_cbor2(value: Any, canonical: bool) -> None:
         assert same(got, normal(value))
 
 
-@fuzz_settings(400)
+@fuzz_settings(250)
 @given(st.binary(max_size=200))
 @example(b"\x9f\x01\xff")  # indefinite array
 @example(b"\x5f\x41a\xff")  # indefinite byte string
@@ -173,7 +173,7 @@ def test_random_bytes(data: bytes) -> None:
     check(data)
 
 
-@fuzz_settings(400)
+@fuzz_settings(250)
 @given(
     VALUE,
     st.lists(

@@ -106,7 +106,7 @@ def _a_label(text: str) -> str:
 NAME = st.lists(LABEL, min_size=1, max_size=8).map(".".join)
 
 
-@fuzz_settings(600)
+@fuzz_settings(400)
 @given(st.binary(max_size=300))
 @example(b"")
 @example(b"\x00")
@@ -117,7 +117,7 @@ def test_random_extension_data(data: bytes) -> None:
     through_the_door(data)
 
 
-@fuzz_settings(600)
+@fuzz_settings(400)
 @given(NAME)
 def test_generated_names(text: str) -> None:
     raw = text.encode("ascii")
@@ -162,7 +162,7 @@ _SPECIAL = st.sampled_from(
 _EDIT = st.tuples(st.integers(0, 300), st.sampled_from(["insert", "replace", "delete"]), _SPECIAL)
 
 
-@fuzz_settings(800)
+@fuzz_settings(500)
 @given(NAME, st.lists(_EDIT, min_size=1, max_size=4), st.integers(-2, 2))
 def test_mutated_names(text: str, edits: list[tuple[int, str, bytes]], skew: int) -> None:
     """Valid encodings with characters inserted, replaced or deleted, and the length octet

@@ -92,3 +92,10 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info
+
+# The long fuzz run (issue 12): tests/fuzz with a large hypothesis budget, then the plain
+# mutation loops of bench/fuzz_long.py over every front door; prints inputs per door and the
+# total (about 2.8 million by default). FUZZ_ARGS passes options, e.g. FUZZ_ARGS="--scale 0.1".
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz_long.py $(FUZZ_ARGS)

@@ -136,9 +136,12 @@ def b64d(value: object, what: str) -> bytes:
     if not _B64URL.match(raw) or len(raw) % 4 == 1:
         raise MessageError(MessageReason.MALFORMED, f"{what}: not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        out = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         raise MessageError(MessageReason.MALFORMED, f"{what}: bad base64url") from None
+    if base64.urlsafe_b64encode(out).rstrip(b"=") != raw:  # pad bits, a final LF (RFC 4648 3.5)
+        raise MessageError(MessageReason.MALFORMED, f"{what}: non-canonical base64url")
+    return out
 
 
 def b64e(data: bytes) -> str:
@@ -154,10 +157,14 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
+
+
 def strict_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_pairs)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_not_json)
     except MessageError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -13,7 +13,8 @@ SCRIPTS = sorted(BENCH.glob("bench_*.py"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
-def test_bench_script_imports(script: Path) -> None:
+def test_bench_script_imports(script: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))  # as `python bench/x.py` has it (benchlib)
     spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

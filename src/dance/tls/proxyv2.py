@@ -17,6 +17,18 @@ def encode_header(
     src: tuple[str, int], dst: tuple[str, int], identity: str, *, tlv_type: int = DEFAULT_TLV_TYPE
 ) -> bytes:
     """PROXY v2 PROXY command over TCP, with the identity in a custom TLV (0xE0-0xEF)."""
+    if type(tlv_type) is not int:  # bool is an int subclass: refused too
+        raise ProxyV2Error(f"TLV type must be an integer, not {type(tlv_type).__name__}")
+    for what, address in (("source", src), ("destination", dst)):
+        if (
+            not isinstance(address, tuple)
+            or len(address) < 2
+            or not isinstance(address[0], str)
+            or type(address[1]) is not int
+        ):
+            raise ProxyV2Error(f"{what} must be (address text, port number)")
+    if not isinstance(identity, str):
+        raise ProxyV2Error("the identity must be text")
     if not 0xE0 <= tlv_type <= 0xEF:
         raise ProxyV2Error(f"TLV type {tlv_type:#x} outside the custom range 0xE0-0xEF")
     try:

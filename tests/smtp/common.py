@@ -71,6 +71,7 @@ class Sink:
     for a session whose XCLIENT carried LOGIN (like permit_sasl_authenticated)."""
 
     connections: int = 0
+    closed: int = 0  # connections the sink saw end
     lines: list[str] = field(default_factory=list)
     xclients: list[dict[str, str]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
@@ -110,6 +111,8 @@ class Sink:
                     body = b""
                     while (chunk := await reader.readline()) not in (b".\r\n", b""):
                         body += chunk
+                    if not chunk:
+                        break  # connection lost inside DATA: nothing is queued
                     self.messages.append(body)
                     say("250 2.0.0 Ok: queued")
                 elif verb == "QUIT":
@@ -118,7 +121,10 @@ class Sink:
                 else:
                     say("250 2.0.0 Ok")
                 await writer.drain()
+        except ConnectionError:
+            pass
         finally:
+            self.closed += 1
             writer.close()
 
 

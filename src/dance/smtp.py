@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -138,8 +139,8 @@ class SmtpProxyConfig:
             "backend_timeout",
             "session_timeout",
         ):
-            if not getattr(self, name) > 0:
-                raise SmtpProxyError(f"{name.replace('_', '-')} must be positive")
+            if not 0 < getattr(self, name) < math.inf:
+                raise SmtpProxyError(f"--{name.replace('_', '-')} must be a positive number")
         if self.max_connections < 1 or self.max_per_address < 1:
             raise SmtpProxyError("connection limits must be at least 1")
         if not DEFAULT_MAX_COMMAND <= self.max_command_length <= 65536:

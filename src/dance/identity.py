@@ -30,6 +30,7 @@ class Reason(enum.StrEnum):
     # User profile
     NO_USER_ID = "no-user-id"  # no uid otherName nor mailbox in the user's domain
     AMBIGUOUS_USER_ID = "ambiguous-user-id"  # more than one distinct user id
+    BAD_USER_ID = "bad-user-id"  # a user id outside the comparison profile (docs/matching.md)
     # Policy and discovery (used by dance.auth)
     NOT_ALLOWED = "not-allowed"  # name outside the allow-list: no DNS query was made
     DNS_SECURE_ABSENT = "dns-secure-absent"  # no TLSA records (proved)

@@ -49,6 +49,7 @@ def test_kelvin_sign_is_refused_not_folded() -> None:
         ("a\u00adb", "category"),  # SOFT HYPHEN
         ("snow\u2603", "category"),  # a symbol
         ("a\x00", "control"),
+        ("a\u0378", "category"),  # unassigned (Cn)
         ("\u1100\u1161", "jamo"),  # old Hangul jamo
         ("eve@evil.example", "'@'"),
         ("", "1 to"),

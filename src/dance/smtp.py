@@ -476,9 +476,12 @@ class _Session:
             await self.end("starttls-pipelined", None)
         self.framer.discard()
         try:
-            await self.writer.start_tls(
-                self.proxy.core.context, ssl_handshake_timeout=self.config.tls_timeout
-            )
+            # asyncio's own handshake timeout ends with a generic ConnectionAbortedError: our
+            # deadline comes first (a cancelled start_tls closes the transport)
+            async with asyncio.timeout(self.config.tls_timeout):
+                await self.writer.start_tls(
+                    self.proxy.core.context, ssl_handshake_timeout=self.config.tls_timeout + 5
+                )
         except TimeoutError:
             self.stats.tls_refused += 1
             await self.end("timeout-tls", None)

@@ -75,6 +75,7 @@ class Sink:
     lines: list[str] = field(default_factory=list)
     xclients: list[dict[str, str]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
+    hang_on: str | None = None  # a verb the sink never answers (a stuck backend)
     server: Any = None
 
     @property
@@ -94,6 +95,9 @@ class Sink:
                 text = line.decode().rstrip("\r\n")
                 self.lines.append(text)
                 verb = text.split(" ", 1)[0].upper()
+                if verb == self.hang_on:
+                    await reader.read()  # silent until the proxy goes
+                    break
                 if verb == "EHLO":
                     say("250-sink\r\n250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n250 SIZE 1000")
                 elif verb == "XCLIENT":

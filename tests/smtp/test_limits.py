@@ -15,6 +15,7 @@ import pytest
 
 from dance.auth import Authenticator
 from dance.smtp import SmtpProxy, SmtpProxyConfig, SmtpProxyError, start_smtp_proxy
+from tests.integration.servers import free_port
 from tests.smtp.common import RELAY_RCPT, Sink, SmtpClient, start_sink
 from tests.smtp.world import ALLOW, MTA1, World, make_world
 
@@ -164,6 +165,43 @@ def test_session_deadline(world: World) -> None:
         assert proxy.stats.refused["timeout-session"] == 1
 
     run(world, scenario, session_timeout=1.0)
+
+
+def test_tls_handshake_deadline(world: World) -> None:
+    async def scenario(proxy: SmtpProxy, sink: Sink) -> None:
+        client, _ = await SmtpClient.open(proxy.port)
+        await client.cmd("EHLO x.example")
+        assert (await client.cmd("STARTTLS"))[0] == 220
+        client.writer.write(b"\x16\x03\x01\x00")  # a ClientHello that never comes
+        assert await closed(client)
+        assert proxy.stats.refused["timeout-tls"] == 1 and proxy.stats.tls_refused == 1
+
+    run(world, scenario, tls_timeout=0.5)
+
+
+def test_backend_down_or_stuck(world: World) -> None:
+    async def scenario(proxy: SmtpProxy, sink: Sink) -> None:
+        # down: nothing listens on the backend port
+        client = await authenticated(world, proxy)
+        code, text = await client.cmd("MAIL FROM:<a@x.test>")
+        assert code == 451 and "backend unavailable" in text
+        assert await closed(client)
+        assert proxy.stats.refused["backend-unavailable"] == 1
+
+    run(world, scenario, backend=("127.0.0.1", free_port()))
+
+    async def stuck(proxy: SmtpProxy, sink: Sink) -> None:
+        # stuck: the backend takes MAIL and never answers RCPT
+        sink.hang_on = "RCPT"
+        client = await authenticated(world, proxy)
+        assert (await client.cmd("MAIL FROM:<a@x.test>"))[0] == 250
+        code, text = await client.cmd(f"RCPT TO:<{RELAY_RCPT}>")
+        assert code == 421 and "backend timeout" in text
+        assert await closed(client)
+        await eventually(lambda: proxy.stats.backend_open == 0 and sink.closed == 1)
+        assert proxy.stats.refused["timeout-backend"] == 1
+
+    run(world, stuck, backend_timeout=0.5)
 
 
 def test_client_vanishing_mid_data_frees_backend(world: World) -> None:

@@ -276,6 +276,9 @@ def test_control_verbatim_relay_is_smuggled_by_default_postfix(
     if postfix.forbid_bare_newline:
         replies = _naive_relay(postfix, b"\n.\n")
         assert replies and replies[0].startswith(b"550 5.5.2") and b"bare <LF>" in replies[0]
+        # the setting does not cover a CR before the CRLF: "." CR CR LF still ends the message
+        replies = _naive_relay(postfix, b".\r\r\n")
+        assert replies and replies[0].startswith(b"250 2.0.0 Ok: queued")
         return
     replies = _naive_relay(postfix, b".\r\r\n")
     assert sum(r.startswith(b"250 2.0.0 Ok: queued") for r in replies) == 2

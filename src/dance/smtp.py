@@ -341,6 +341,10 @@ class _Session:
                 while True:
                     if self.eof:
                         raise _ClientGone("closed")
+                    if self.framer.pending >= _READ:
+                        # enough buffered: stop reading (TCP pushes back on the client) and
+                        # just wait for op, so a flood during a slow backend costs no memory
+                        return await task
                     reading = asyncio.ensure_future(self._fill())
                     try:
                         await asyncio.wait({task, reading}, return_when=asyncio.FIRST_COMPLETED)

@@ -5,6 +5,8 @@ chunking of the input; nothing but CRLF ever ends a line)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,8 @@ from hypothesis import strategies as st
 from dance.smtp_framing import END_OF_DATA, Data, EndOfData, Framer, Line, Violation
 
 MAX_COMMAND, MAX_LINE = 24, 32  # small limits so that hypothesis reaches them
+# `make fuzz` may raise this (e.g. DANCE_FUZZ_EXAMPLES=200000); `make test` runs the default
+EXAMPLES = int(os.environ.get("DANCE_FUZZ_EXAMPLES", "400"))
 
 
 def drive(chunks: list[bytes], framer: Framer | None = None) -> list[object]:
@@ -110,7 +114,7 @@ PIECES = st.sampled_from(
 STREAMS = st.lists(PIECES | st.binary(max_size=6), max_size=40).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(stream=STREAMS, cuts=st.lists(st.integers(min_value=0), max_size=8))
 def test_events_match_reference_for_any_chunking(stream: bytes, cuts: list[int]) -> None:
     expected = reference(stream)
@@ -119,7 +123,7 @@ def test_events_match_reference_for_any_chunking(stream: bytes, cuts: list[int])
     assert drive([bytes([b]) for b in stream]) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=max(300, EXAMPLES // 4), deadline=None)
 @given(lines=st.lists(st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b)))
 def test_only_crlf_ends_a_line(lines: list[bytes]) -> None:
     """A stream of CRLF-terminated lines without NUL yields exactly those lines (limits apart):
@@ -134,7 +138,7 @@ def test_only_crlf_ends_a_line(lines: list[bytes]) -> None:
     assert got == lines and framer.pending == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=max(300, EXAMPLES // 4), deadline=None)
 @given(body=st.binary(max_size=200), tail=st.binary(max_size=20))
 def test_message_ends_only_at_crlf_dot_crlf(body: bytes, tail: bytes) -> None:
     """Whatever the message text, the framer never reports the end of data unless the text

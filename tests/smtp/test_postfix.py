@@ -20,6 +20,8 @@ from tests.smtp.postfix import Postfix, postfix_instance
 from tests.smtp.test_proxy_sink import refused, tls_session
 from tests.smtp.world import ALLOW, MTA1, World, make_world
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:

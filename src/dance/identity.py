@@ -44,7 +44,7 @@ class Identity:
     """A successfully authenticated client.
 
     ``identity`` is what applications should use: the canonical ClientName (A-labels, lowercase),
-    or ``uid@domain`` for the ``_user`` profile (NFC-lowercased uid, U-label domain).
+    or ``uid@domain`` for the ``_user`` profile (uid per the ``dance-uid`` profile, U-label domain).
     ``usage``, ``selector`` and ``mtype`` describe the TLSA record that matched; ``depth`` is the
     position in the presented chain of the certificate that matched it (0 = end entity; for a
     trust anchor taken from DNS, the depth it takes above the top of the presented chain).

@@ -51,6 +51,7 @@ def test_kelvin_sign_is_refused_not_folded() -> None:
         ("a\x00", "control"),
         ("a\u0378", "category"),  # unassigned (Cn)
         ("\u1100\u1161", "jamo"),  # old Hangul jamo
+        ("\u0628\u0640\u0628", "exceptions"),  # ARABIC TATWEEL (RFC 8264 9.6)
         ("eve@evil.example", "'@'"),
         ("", "1 to"),
         ("a" * 257, "1 to"),

@@ -101,6 +101,9 @@ _OLD_HANGUL_JAMO = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
 # and Lt: a capital would be changed by case mapping, so it is refused instead
 _LETTER_DIGITS = {"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"}
 _RTL = {"R", "AL", "AN"}
+# RFC 8264 9.6 Exceptions that are DISALLOWED although their category is kept above
+_EXCEPTIONS_DISALLOWED = {0x0640, 0x07FA, 0x302E, 0x302F, 0x3031, 0x3032, 0x3033, 0x3034}
+_EXCEPTIONS_DISALLOWED |= {0x3035, 0x303B}
 
 
 def _code_point_problem(ch: str) -> str | None:
@@ -118,6 +121,8 @@ def _code_point_problem(ch: str) -> str | None:
         return f"U+{cp:04X} has a compatibility decomposition (width mapping or NFKC)"
     if any(lo <= cp <= hi for lo, hi in _OLD_HANGUL_JAMO):
         return f"U+{cp:04X} is an old Hangul jamo"
+    if cp in _EXCEPTIONS_DISALLOWED:
+        return f"U+{cp:04X} is disallowed by RFC 8264 (exceptions)"
     if ch.lower() != ch:  # pragma: no cover - no such code point in the categories kept
         return f"U+{cp:04X} changes under case mapping"
     return None

@@ -98,7 +98,7 @@ def test_uid_encoding_vector() -> None:
 
 def test_invalid_uid_rejected() -> None:
     bad = user_cert(uid="eve@evil.example")
-    assert verify(CLIENT, chain(bad, USER_CA), [R], now=NOW).reason is Reason.NO_USER_ID  # type: ignore[union-attr]
+    assert verify(CLIENT, chain(bad, USER_CA), [R], now=NOW).reason is Reason.BAD_USER_ID  # type: ignore[union-attr]
 
 
 def test_two_uids_disagree() -> None:

@@ -59,6 +59,69 @@ def register(subparsers: Any) -> None:
     p.add_argument("--hostname", default="dance-smtp-proxy", help="name in the greeting/EHLO")
     p.add_argument("--max-size", type=int, default=10 * 1024 * 1024, help="advertised SIZE")
     p.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
+    limits = p.add_argument_group("limits (refusals are counted by reason in the stats)")
+    limits.add_argument(
+        "--max-connections", type=int, default=256, metavar="N", help="sessions at once (256)"
+    )
+    limits.add_argument(
+        "--max-per-address",
+        type=int,
+        default=32,
+        metavar="N",
+        help="sessions at once from one client IP address (32)",
+    )
+    limits.add_argument(
+        "--command-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="deadline for each command line, idle time included (300, RFC 5321)",
+    )
+    limits.add_argument(
+        "--data-timeout",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="deadline for each line of message text (180, RFC 5321)",
+    )
+    limits.add_argument(
+        "--session-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="deadline for a whole session (3600)",
+    )
+    limits.add_argument(
+        "--tls-timeout", type=float, default=10.0, metavar="SECONDS", help="TLS handshake (10)"
+    )
+    limits.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="backend TCP connect (5)",
+    )
+    limits.add_argument(
+        "--backend-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="deadline for each backend reply (300)",
+    )
+    limits.add_argument(
+        "--max-command-length",
+        type=int,
+        default=512,
+        metavar="OCTETS",
+        help="longest command line with CRLF (512, RFC 5321 minimum; 512-65536)",
+    )
+    limits.add_argument(
+        "--max-line-length",
+        type=int,
+        default=1000,
+        metavar="OCTETS",
+        help="longest line of message text with CRLF (1000, RFC 5321 minimum; 1000-65536)",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_smtp_proxy)
@@ -95,6 +158,16 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
             max_size=args.max_size,
             require_tls=args.require_tls,
             allow_unauthenticated=args.allow_unauthenticated,
+            max_connections=args.max_connections,
+            max_per_address=args.max_per_address,
+            command_timeout=args.command_timeout,
+            data_timeout=args.data_timeout,
+            session_timeout=args.session_timeout,
+            tls_timeout=args.tls_timeout,
+            connect_timeout=args.connect_timeout,
+            backend_timeout=args.backend_timeout,
+            max_command_length=args.max_command_length,
+            max_line_length=args.max_line_length,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

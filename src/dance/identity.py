@@ -30,6 +30,7 @@ class Reason(enum.StrEnum):
     # User profile
     NO_USER_ID = "no-user-id"  # no uid otherName nor mailbox in the user's domain
     AMBIGUOUS_USER_ID = "ambiguous-user-id"  # more than one distinct user id
+    BAD_USER_ID = "bad-user-id"  # a user id outside the comparison profile (docs/matching.md)
     # Policy and discovery (used by dance.auth)
     NOT_ALLOWED = "not-allowed"  # name outside the allow-list: no DNS query was made
     DNS_SECURE_ABSENT = "dns-secure-absent"  # no TLSA records (proved)
@@ -43,7 +44,7 @@ class Identity:
     """A successfully authenticated client.
 
     ``identity`` is what applications should use: the canonical ClientName (A-labels, lowercase),
-    or ``uid@domain`` for the ``_user`` profile (NFC-lowercased uid, U-label domain).
+    or ``uid@domain`` for the ``_user`` profile (uid per the ``dance-uid`` profile, U-label domain).
     ``usage``, ``selector`` and ``mtype`` describe the TLSA record that matched; ``depth`` is the
     position in the presented chain of the certificate that matched it (0 = end entity; for a
     trust anchor taken from DNS, the depth it takes above the top of the presented chain).

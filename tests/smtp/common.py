@@ -71,9 +71,11 @@ class Sink:
     for a session whose XCLIENT carried LOGIN (like permit_sasl_authenticated)."""
 
     connections: int = 0
+    closed: int = 0  # connections the sink saw end
     lines: list[str] = field(default_factory=list)
     xclients: list[dict[str, str]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
+    hang_on: str | None = None  # a verb the sink never answers (a stuck backend)
     server: Any = None
 
     @property
@@ -93,6 +95,9 @@ class Sink:
                 text = line.decode().rstrip("\r\n")
                 self.lines.append(text)
                 verb = text.split(" ", 1)[0].upper()
+                if verb == self.hang_on:
+                    await reader.read()  # silent until the proxy goes
+                    break
                 if verb == "EHLO":
                     say("250-sink\r\n250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n250 SIZE 1000")
                 elif verb == "XCLIENT":
@@ -110,6 +115,8 @@ class Sink:
                     body = b""
                     while (chunk := await reader.readline()) not in (b".\r\n", b""):
                         body += chunk
+                    if not chunk:
+                        break  # connection lost inside DATA: nothing is queued
                     self.messages.append(body)
                     say("250 2.0.0 Ok: queued")
                 elif verb == "QUIT":
@@ -118,7 +125,10 @@ class Sink:
                 else:
                     say("250 2.0.0 Ok")
                 await writer.drain()
+        except ConnectionError:
+            pass
         finally:
+            self.closed += 1
             writer.close()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ error     unix  - - n - - error
 retry     unix  - - n - - error
 discard   unix  - - n - - discard
 local     unix  - n n - - local
+virtual   unix  - n n - - virtual
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
@@ -63,7 +65,14 @@ local_recipient_maps =
 local_transport = discard:
 alias_maps =
 alias_database =
-transport_maps = inline:{{relay.test=discard:}}
+transport_maps = inline:{{relay.test=discard:, box.test=virtual:}}
+virtual_mailbox_base = {d}/mail
+virtual_mailbox_domains =
+virtual_mailbox_maps = static:box/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
+smtpd_sasl_authenticated_header = yes
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
@@ -74,12 +83,32 @@ smtputf8_enable = no
 biff = no
 """
 
+# defence in depth (Postfix >= 3.5.23/3.6.13/3.7.9/3.8.4): refuse bare LF from the proxy too; the
+# default exclusions ($mynetworks, which holds 127.0.0.0/8) would exempt the proxy
+FORBID_BARE_NEWLINE = """\
+smtpd_forbid_bare_newline = reject
+smtpd_forbid_bare_newline_exclusions =
+"""
+
 
 @dataclass
 class Postfix:
     dir: Path
     port: int
     postfix: str
+
+    forbid_bare_newline: bool = False
+
+    @property
+    def mailbox(self) -> Path:
+        """The Maildir that receives mail for ``box.test`` (relayed, so SASL is needed)."""
+        return self.dir / "mail" / "box" / "new"
+
+    def delivered(self) -> list[bytes]:
+        try:
+            return [f.read_bytes() for f in sorted(self.mailbox.iterdir())]
+        except FileNotFoundError:
+            return []
 
     @property
     def maillog(self) -> Path:
@@ -113,22 +142,29 @@ def _ready(port: int, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def postfix_instance(postfix: str) -> Iterator[Postfix]:
-    """Start a private Postfix (root only: it chowns its directories to the postfix user)."""
+def postfix_instance(postfix: str, *, forbid_bare_newline: bool = False) -> Iterator[Postfix]:
+    """Start a private Postfix (root only: it chowns its directories to the postfix user).
+    Mail for ``relay.test`` is discarded, mail for ``box.test`` lands in :attr:`Postfix.mailbox`
+    (both need SASL to relay); ``forbid_bare_newline`` adds :data:`FORBID_BARE_NEWLINE`."""
     d = Path(tempfile.mkdtemp(prefix="dance-postfix-"))
     os.chmod(d, 0o755)
     try:
-        for sub in ("conf", "queue", "data"):
+        for sub in ("conf", "queue", "data", "mail"):
             (d / sub).mkdir()
         shutil.chown(d / "data", user="postfix")
+        shutil.chown(d / "mail", user="postfix", group="postfix")
         port = free_port()
-        (d / "conf" / "main.cf").write_text(MAIN_CF.format(d=d))
+        owner = pwd.getpwnam("postfix")
+        main_cf = MAIN_CF.format(d=d, uid=owner.pw_uid, gid=owner.pw_gid)
+        if forbid_bare_newline:
+            main_cf += FORBID_BARE_NEWLINE
+        (d / "conf" / "main.cf").write_text(main_cf)
         (d / "conf" / "master.cf").write_text(MASTER_CF.format(port=port))
         conf = str(d / "conf")
         started = subprocess.run(
             [postfix, "-c", conf, "start"], capture_output=True, text=True, timeout=30
         )
-        instance = Postfix(d, port, postfix)
+        instance = Postfix(d, port, postfix, forbid_bare_newline)
         try:
             if started.returncode != 0 or not _ready(port, 10):
                 raise RuntimeError(

@@ -33,6 +33,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--hostname", "a b"],
         ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--max-pending", "0"],
         ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--allow", "bad..name"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--max-connections", "0"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--max-per-address", "0"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--command-timeout", "0"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--session-timeout", "nan"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--max-command-length", "100"],
+        ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:25", "--max-line-length", "70000"],
     ],
 )
 def test_usage_errors_exit_2_one_line(

@@ -20,6 +20,8 @@ from tests.smtp.postfix import Postfix, postfix_instance
 from tests.smtp.test_proxy_sink import refused, tls_session
 from tests.smtp.world import ALLOW, MTA1, World, make_world
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
@@ -74,7 +76,7 @@ def test_authenticated_mta_relays_through_postfix(world: World, postfix: Postfix
 
 
 def test_refused_mta_never_reaches_postfix(world: World, postfix: Postfix) -> None:
-    before = postfix.log_text().count("connect from")
+    before = postfix.log_text().count("]: connect from")
 
     async def scenario(proxy: SmtpProxy) -> None:
         for files, name in ((world.impostor, MTA1), (world.mta1, None)):
@@ -88,7 +90,7 @@ def test_refused_mta_never_reaches_postfix(world: World, postfix: Postfix) -> No
         await asyncio.sleep(0.2)
 
     run(world, postfix, scenario)
-    assert postfix.log_text().count("connect from") == before
+    assert postfix.log_text().count("]: connect from") == before
 
 
 def test_unauthenticated_session_cannot_relay(world: World, postfix: Postfix) -> None:

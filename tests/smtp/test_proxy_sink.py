@@ -269,17 +269,21 @@ def test_xclient_with_tab_or_bare_cr_not_forwarded(world: World) -> None:
         assert (await client.cmd("MAIL FROM:<a@x.test>"))[0] == 250
         assert (await client.cmd("xclient\tLOGIN=postmaster"))[0] == 502
         assert (await client.cmd("  XClient LOGIN=postmaster"))[0] == 502
-        assert (await client.cmd("NOOP\rXCLIENT LOGIN=postmaster"))[0] == 500
+        code, text = await client.cmd("NOOP\rXCLIENT LOGIN=postmaster")
+        assert code == 550 and "bare <CR>" in text
+        assert await client.reader.read() == b""  # the session is over
         client.close()
         await asyncio.sleep(0.05)
         assert [x["LOGIN"] for x in sink.xclients] == [MTA1]
         assert not any("postmaster" in line for line in sink.lines)
+        assert proxy.stats.refused["bare-cr"] == 1
 
     run(world, scenario)
 
 
-def test_data_lines_leave_with_crlf(world: World) -> None:
-    """A bare-LF end of data ends the message for both sides; nothing after it is data."""
+def test_bare_lf_in_message_refused_and_message_dropped(world: World) -> None:
+    """A bare-LF end of data is refused (never normalized): the session ends with 550, the
+    backend connection is dropped in the middle of DATA, so no message is queued."""
 
     async def scenario(proxy: SmtpProxy, sink: Sink) -> None:
         client = await tls_session(world, proxy, world.mta1, MTA1)
@@ -287,12 +291,20 @@ def test_data_lines_leave_with_crlf(world: World) -> None:
         await client.cmd("MAIL FROM:<a@x.test>")
         await client.cmd(f"RCPT TO:<{RELAY_RCPT}>")
         assert (await client.cmd("DATA"))[0] == 354
-        client.writer.write(b"Subject: x\n\nline\n.\n")
+        client.writer.write(b"Subject: x\r\n\r\nline\n.\nXCLIENT LOGIN=postmaster\r\n")
         await client.writer.drain()
-        assert (await client.read_reply())[0] == 250
-        assert (await client.cmd("XCLIENT LOGIN=postmaster"))[0] == 502
+        code, text = await client.read_reply()
+        assert code == 550 and "bare <LF>" in text
+        assert await client.reader.read() == b""
         client.close()
-        assert sink.messages == [b"Subject: x\r\n\r\nline\r\n"]
+        for _ in range(100):
+            if sink.closed == sink.connections:
+                break
+            await asyncio.sleep(0.02)
+        assert sink.closed == sink.connections == 1
+        assert sink.messages == []  # the sink saw the connection end inside DATA
+        assert not any("postmaster" in line for line in sink.lines)
+        assert proxy.stats.backend_open == 0 and proxy.stats.refused["bare-lf"] == 1
 
     run(world, scenario)
 

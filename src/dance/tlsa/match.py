@@ -24,7 +24,8 @@ Order of work (RFC 7671 sections 4.1, 5 and 9; draft-ietf-dance-client-auth-13 s
      and the same name and EKU checks apply.
 5. The ``_user`` profile (architecture-10 section 4.1.3): ClientName ``_user.D``; only DANE-TA;
    the end entity's SAN dNSName must be D; the user id comes from a ``uid`` otherName or a
-   mailbox in D; the identity is ``uid@D`` (NFC-lowercased uid, U-label domain).
+   mailbox in D; the identity is ``uid@D`` (uid checked and compared with the ``dance-uid``
+   profile of :mod:`dance.userid`, U-label domain).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fuzz the SMTP line reader of `dance smtp-proxy` (the sans-I/O ``dance.smtp_framing.Framer``)
+"""Fuzz the SMTP line reader of `dance smtp-proxy` (the sans-I/O ``dance.smtp.framing.Framer``)
 against an independent reference reading of RFC 5321 written here.
 
 The driver plays the proxy: after a command line ``DATA`` it switches the reader to message
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.common import fuzz_settings, hit, time_limit
 
-framing = pytest.importorskip("dance.smtp_framing", reason="the sans-I/O SMTP reader is not merged")
+framing = pytest.importorskip("dance.smtp.framing", reason="the sans-I/O SMTP reader is not merged")
 
 DOOR = "smtp"
 MAX_COMMAND, MAX_LINE = 64, 100  # small limits, so that the generators reach them

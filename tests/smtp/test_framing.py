@@ -1,4 +1,4 @@
-"""The sans-I/O SMTP line framing of ``dance.smtp_framing``, without sockets: every published
+"""The sans-I/O SMTP line framing of ``dance.smtp.framing``, without sockets: every published
 end-of-data variant, bare CR/LF and NUL in commands and message text, line limits, and
 hypothesis properties (the events equal those of a byte-by-byte reference model, whatever the
 chunking of the input; nothing but CRLF ever ends a line)."""
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dance.smtp_framing import END_OF_DATA, Data, EndOfData, Framer, Line, Violation
+from dance.smtp.framing import END_OF_DATA, Data, EndOfData, Framer, Line, Violation
 
 MAX_COMMAND, MAX_LINE = 24, 32  # small limits so that hypothesis reaches them
 # `make fuzz` may raise this (e.g. DANCE_FUZZ_EXAMPLES=200000); `make test` runs the default

@@ -312,7 +312,7 @@ def test_bare_lf_in_message_refused_and_message_dropped(world: World) -> None:
 def test_demo_step() -> None:
     import io
 
-    from dance.smtp_demo import run_smtp
+    from dance.demo.smtp import run_smtp
 
     out = io.StringIO()
     assert run_smtp(out) == 0, out.getvalue()

@@ -27,7 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.message",
     "dance.cli.authority",
     "dance.cli.ssh",
-    "dance.cli_smtp",
+    "dance.cli.smtp",
 )
 
 

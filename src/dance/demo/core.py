@@ -43,7 +43,7 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.demo.ssh import run_ssh
 
     good &= run_ssh(out) == 0
-    from dance.smtp_demo import run_smtp
+    from dance.demo.smtp import run_smtp
 
     good &= run_smtp(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")

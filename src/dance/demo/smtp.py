@@ -1,6 +1,6 @@
 """Proposed `make demo` step: SMTP relay authentication with DANCE (architecture Example 10).
 
-    from dance.smtp_demo import run_smtp
+    from dance.demo.smtp import run_smtp
     good &= run_smtp(out, now) == 0
 
 Everything runs in-process on loopback: the testkit's signed zone on a DNS server thread,
@@ -122,7 +122,7 @@ def run_smtp(out: TextIO, now: datetime.datetime | None = None) -> int:
     """Run the SMTP relay scenario, one line per case; 0 when every case went as expected."""
     from dance.auth import Authenticator
     from dance.dns import TLSAResolver, TrustAnchors
-    from dance.smtp import SmtpProxyConfig, start_smtp_proxy
+    from dance.smtp.proxy import SmtpProxyConfig, start_smtp_proxy
     from dance.testkit import Hierarchy, ServerThread
     from dance.tls import BridgeError, client_context
 

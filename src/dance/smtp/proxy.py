@@ -8,7 +8,7 @@ connection to the backend MTA (Postfix on loopback). It then announces the clien
 ``smtpd_authorized_xclient_hosts``; LOGIN sets ``sasl_username`` so ``permit_sasl_authenticated``
 lets it relay) and relays the transaction command by command.
 
-Everything the client sends goes through :class:`dance.smtp_framing.Framer` (sans-I/O): a line
+Everything the client sends goes through :class:`dance.smtp.framing.Framer` (sans-I/O): a line
 ends only at CRLF, a bare CR, a bare LF or a NUL anywhere (commands and message text) ends the
 session with a 5xx reply, lines are limited (512 octets for commands, 1000 for text, with CRLF)
 and the message ends only at CRLF ``.`` CRLF. Every line the backend receives is a line the
@@ -51,7 +51,7 @@ from typing import NoReturn, TypeVar
 
 from dance.auth import Authenticator
 from dance.identity import Identity
-from dance.smtp_framing import (
+from dance.smtp.framing import (
     DEFAULT_MAX_COMMAND,
     DEFAULT_MAX_LINE,
     Data,

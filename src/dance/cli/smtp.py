@@ -9,7 +9,13 @@ import json
 import logging
 from typing import Any
 
-from dance.cli import UsageError, add_dns_options, log_to_stderr, make_resolver, parse_hostport
+from dance.cli.common import (
+    UsageError,
+    add_dns_options,
+    log_to_stderr,
+    make_resolver,
+    parse_hostport,
+)
 
 EXIT_OK = 0
 
@@ -140,7 +146,7 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
     import ssl
 
     from dance.auth import AllowList, Authenticator
-    from dance.smtp import SmtpProxyConfig, start_smtp_proxy
+    from dance.smtp.proxy import SmtpProxyConfig, start_smtp_proxy
     from dance.tls import BridgeError
 
     listen = parse_hostport(args.listen, "--listen")

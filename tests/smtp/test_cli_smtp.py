@@ -92,3 +92,55 @@ def test_process_relays_with_login(world: World) -> None:
             sink.server.close()
 
     asyncio.run(scenario())
+
+
+def test_process_as_a_service_logs_reloads_and_drains(world: World) -> None:
+    """Access log lines (JSON) with the client's address, SIGHUP reload, SIGTERM: exit 0."""
+    import json
+    import signal
+
+    async def scenario() -> None:
+        sink = await start_sink()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; from dance.cli import main; sys.exit(main())",
+            "smtp-proxy", "--listen", "127.0.0.1:0", "--backend", f"127.0.0.1:{sink.port}",
+            "--cert", world.server.cert, "--key", world.server.key, "--allow", MTA1,
+            "--server", f"{world.dns[0]}:{world.dns[1]}", "--trust-anchor", world.anchor_file,
+            "--log-format", "json", "--drain-timeout", "5",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            port = int(line.split("listening on 127.0.0.1:")[1].split(",")[0])
+            client, _ = await SmtpClient.open(port)
+            await client.cmd("EHLO mta1.example.test")
+            await client.starttls(world.context(world.mta1, MTA1))
+            await client.cmd("EHLO mta1.example.test")
+            assert await client.send_mail("a@x.test", RELAY_RCPT) == (250, 250, 250)
+            client.close()
+            proc.send_signal(signal.SIGHUP)
+            reloaded = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert "configuration reloaded" in reloaded, reloaded
+            client, _ = await SmtpClient.open(port)  # still serving after the reload
+            await client.cmd("EHLO mta1.example.test")
+            await client.starttls(world.context(world.mta1, MTA1))
+            await client.cmd("EHLO mta1.example.test")
+            assert await client.send_mail("a@x.test", RELAY_RCPT) == (250, 250, 250)
+            client.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+            err = (await proc.stderr.read()).decode()
+            assert "Traceback" not in err
+            docs = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+            assert len(docs) == 2 and all(d["outcome"] == "accepted" for d in docs), err
+            assert all(d["client_name"] == MTA1 and d["service"] == "smtp-proxy" for d in docs)
+            assert all(d["client"].startswith("127.0.0.1:") for d in docs), docs
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            sink.server.close()
+
+    asyncio.run(scenario())

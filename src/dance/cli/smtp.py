@@ -128,6 +128,13 @@ def register(subparsers: Any) -> None:
         metavar="OCTETS",
         help="longest line of message text with CRLF (1000, RFC 5321 minimum; 1000-65536)",
     )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds for sessions in progress to finish (default 30)",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_smtp_proxy)
@@ -179,11 +186,43 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.verbose:
         log_to_stderr(logging.INFO)
-    resolver = make_resolver(args)
+    make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
 
-    async def run() -> None:
+    def serve_one(index: int = 0) -> int:
+        from dance.service.endpoint import dns_readiness
+        from dance.service.options import ServiceOptionError, observe
+
+        resolver = make_resolver(args)
+        current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
+        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
+            args.metrics = (args.metrics[0], args.metrics[1] + index)
+        try:
+            observer, endpoint = observe(
+                args,
+                "smtp-proxy",
+                lambda: {
+                    "auth": current["auth"].stats(),
+                    "dns": current["auth"].source.stats(),
+                    "smtp_refused:reason": dict(current["proxy"].stats.refused)
+                    if "proxy" in current
+                    else {},
+                },
+                dns_readiness(resolver.server, "."),
+            )
+        except ServiceOptionError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(run(resolver, current, observer, index))
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+        return EXIT_OK
+
+    async def run(resolver: Any, current: dict[str, Any], observer: Any, index: int) -> None:
+        import signal
+
         async with resolver:
-            auth = Authenticator(resolver, allow=allow)
             try:
                 proxy = await start_smtp_proxy(
                     listen[0],
@@ -191,32 +230,63 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
                     config=config,
                     cert=args.cert,
                     key=args.key,
-                    authenticator=auth,
+                    authenticator=current["auth"],
                     codepoint=codepoint,
                     san_fallback=args.san_fallback,
                     max_pending=args.max_pending,
+                    observer=observer,
+                    reuse_port=args.workers > 1,
                 )
             except BridgeError as exc:
                 raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot start: {exc}") from None
-            async with proxy:
-                where = f"{proxy.host}:{proxy.port}"
-                if args.json:
-                    out = {"listening": where, "backend": f"{backend[0]}:{backend[1]}"}
-                    print(json.dumps(out), flush=True)
-                else:
-                    print(
-                        f"dance smtp-proxy: listening on {where}, backend "
-                        f"{backend[0]}:{backend[1]}, require TLS: "
-                        f"{'yes' if config.require_tls else 'no'}",
-                        flush=True,
-                    )
-                try:
-                    await proxy.serve_forever()
-                finally:
-                    log.info("smtp-proxy stats: %s %s", proxy.stats, proxy.core.stats.snapshot())
+            current["proxy"] = proxy
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return EXIT_OK
+            def reload() -> None:
+                """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
+                try:
+                    new_auth = Authenticator(make_resolver(args), allow=AllowList.parse(args.allow))
+                    proxy.core.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+                except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
+                    log.error("reload refused (the previous configuration stays): %s", exc)
+                    print(f"dance smtp-proxy: reload refused, configuration unchanged: {exc}",
+                          flush=True)  # fmt: skip
+                    return
+                current["auth"] = new_auth
+                log.info("configuration reloaded")
+                print("dance smtp-proxy: configuration reloaded", flush=True)
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(signal.SIGHUP, reload)
+            where = f"{proxy.host}:{proxy.port}"
+            if index == 0 and args.json:
+                out = {"listening": where, "backend": f"{backend[0]}:{backend[1]}"}
+                print(json.dumps(out), flush=True)
+            elif index == 0:
+                print(
+                    f"dance smtp-proxy: listening on {where}, backend "
+                    f"{backend[0]}:{backend[1]}, require TLS: "
+                    f"{'yes' if config.require_tls else 'no'}",
+                    flush=True,
+                )
+            try:
+                await stop.wait()
+                cut = await proxy.drain(args.drain_timeout)
+                print(f"dance smtp-proxy: stopped ({cut} session(s) cut at the deadline)",
+                      flush=True)  # fmt: skip
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                log.info("smtp-proxy stats: %s %s", proxy.stats, proxy.core.stats.snapshot())
+                proxy.close()
+                await proxy.wait_closed()
+
+    if args.workers > 1:
+        from dance.service.workers import run_workers
+
+        return run_workers(args.workers, serve_one)
+    return serve_one()

@@ -44,6 +44,7 @@ import contextlib
 import logging
 import math
 import ssl
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from typing import NoReturn, TypeVar
 
 from dance.auth import Authenticator
 from dance.identity import Identity
+from dance.service.observe import Observer
 from dance.smtp.framing import (
     DEFAULT_MAX_COMMAND,
     DEFAULT_MAX_LINE,
@@ -61,7 +63,7 @@ from dance.smtp.framing import (
     Line,
     Violation,
 )
-from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
+from dance.tls.bridge import CONNECTION_PEER, DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import DanceServer
 
 __all__ = [
@@ -277,6 +279,8 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.peer = peer
+        self.peer_text = peer  # address:port for the access log (set by the proxy)
+        self.accepted_at = time.monotonic()
         self.tls = False
         self.identity: Identity | None = None
         self.helo: str | None = None
@@ -482,6 +486,8 @@ class _Session:
         try:
             # asyncio's own handshake timeout ends with a generic ConnectionAbortedError: our
             # deadline comes first (a cancelled start_tls closes the transport)
+            # the SSL object made for this session records the client's address (access log)
+            CONNECTION_PEER.set((self.peer_text, self.accepted_at))
             async with asyncio.timeout(self.config.tls_timeout):
                 await self.writer.start_tls(
                     self.proxy.core.context, ssl_handshake_timeout=self.config.tls_timeout + 5
@@ -643,6 +649,8 @@ class SmtpProxy:
 
     def _refuse_connection(self, writer: asyncio.StreamWriter, reason: str) -> None:
         self.stats.count(reason)
+        if self.core.observer is not None:
+            self.core.observer.refused(reason)
         log.info("SMTP connection refused: %s", reason)
         with contextlib.suppress(OSError, RuntimeError):
             writer.write(
@@ -666,6 +674,10 @@ class SmtpProxy:
         self.stats.active += 1
         self._per_address[peer] = self._per_address.get(peer, 0) + 1
         session = _Session(self, reader, writer, peer)
+        session.peer_text = _addr(peername)
+        session.accepted_at = time.monotonic()
+        if self.core.observer is not None:
+            self.core.observer.opened()
         deadline = asyncio.timeout(self.config.session_timeout)
         try:
             async with deadline:
@@ -690,6 +702,8 @@ class SmtpProxy:
             log.exception("SMTP session failed")
         finally:
             session.close()
+            if self.core.observer is not None:
+                self.core.observer.closed()
             self.stats.active -= 1
             left = self._per_address.get(peer, 1) - 1
             if left > 0:
@@ -725,6 +739,22 @@ class SmtpProxy:
         assert self.server is not None
         await self.server.serve_forever()
 
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting, let the sessions in progress finish for ``timeout`` seconds, then end
+        those left (their unfinished messages are dropped with the backend connection); returns
+        how many were cut."""
+        if self.server is not None:
+            self.server.close()
+        tasks = list(self._tasks)
+        if tasks and timeout > 0:
+            await asyncio.wait(tasks, timeout=timeout)
+        left = [t for t in tasks if not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
     async def __aenter__(self) -> SmtpProxy:
         return self
 
@@ -745,9 +775,12 @@ async def start_smtp_proxy(
     san_fallback: bool = False,
     max_pending: int = 256,
     stats: TLSStats | None = None,
+    observer: Observer | None = None,
+    reuse_port: bool = False,
 ) -> SmtpProxy:
     """Start the SMTP proxy. Raises BridgeError (no usable OpenSSL), ValueError (bad codepoint),
-    OSError/ssl.SSLError (cannot listen, unreadable certificate or key)."""
+    OSError/ssl.SSLError (cannot listen, unreadable certificate or key). ``observer`` gets the
+    access log and metrics; ``reuse_port`` lets several processes share the port."""
     core = DanceServer(
         authenticator,
         cert=cert,
@@ -756,7 +789,16 @@ async def start_smtp_proxy(
         san_fallback=san_fallback,
         max_pending=max_pending,
         stats=stats,
+        observer=observer,
     )
     proxy = SmtpProxy(config, core)
-    proxy.server = await asyncio.start_server(proxy.handle, host, port, limit=MAX_LINE)
+    proxy.server = await asyncio.start_server(
+        proxy.handle, host, port, limit=MAX_LINE, reuse_port=reuse_port or None
+    )
     return proxy
+
+
+def _addr(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unknown"

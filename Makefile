@@ -75,11 +75,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_tls.py
 	$(BIN)/python bench/bench_ssh.py
 	$(BIN)/python bench/bench_proxy_http.py
+	$(BIN)/python bench/bench_workers.py
 	$(BIN)/python bench/report.py
 
 # Each bench script with --quick (at most about 30 s each), then docs/performance.md from the
 # results they wrote under bench/results/.
-BENCH_QUICK := bench_match bench_auth bench_ssh
+BENCH_QUICK := bench_match bench_auth bench_ssh bench_workers
 bench-quick: $(STAMP)
 	@for b in $(BENCH_QUICK); do echo "== $$b"; $(BIN)/python bench/$$b.py --quick || exit 1; done
 	$(BIN)/python bench/report.py

@@ -77,13 +77,19 @@ def test_agent_with_workers_metrics_and_json_access_log(
         assert _get(metrics, "/healthz") == (200, "alive\n")
         status, body = _get(metrics, "/readyz")
         assert status == 200 and "answers" in body
+        proc.process.send_signal(signal.SIGHUP)  # both workers reload, and keep serving
+        deadline = time.monotonic() + 20
+        while proc.logs().count("dance agent: configuration reloaded") < 2:
+            assert time.monotonic() < deadline, proc.logs()
+            time.sleep(0.1)
+        assert _get(proc.port, "/auth", good)[0] == 200
     finally:
         proc.process.send_signal(signal.SIGTERM)
         proc.process.wait(timeout=20)
     assert proc.process.returncode == 0
     lines = [json.loads(x) for x in proc.logs().splitlines() if x.startswith("{")]
     outcomes = sorted(doc["outcome"] for doc in lines)
-    assert outcomes == ["accepted"] * 4 + ["rejected"] * 4, proc.logs()
+    assert outcomes == ["accepted"] * 5 + ["rejected"] * 4, proc.logs()
     accepted = next(d for d in lines if d["outcome"] == "accepted")
     assert accepted["client_name"] == DEVICE and accepted["service"] == "agent"
     assert accepted["client"] == "127.0.0.1" and accepted["dns"] == "secure"

@@ -20,6 +20,8 @@ from dance.cli.common import (
 
 __all__ = ["register"]
 
+log = logging.getLogger("dance.http")
+
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from dance.auth import AllowList, Authenticator
@@ -66,13 +68,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
         resolver = make_resolver(args)
         authenticator = Authenticator(resolver, allow=args.allow)
+        holder: dict[str, Any] = {"auth": authenticator, "dns": resolver}
         if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
             args.metrics = (args.metrics[0], args.metrics[1] + index)
         try:
             observer, endpoint = observe(
                 args,
                 "agent",
-                lambda: {"auth": authenticator.stats(), "dns": resolver.stats()},
+                lambda: {"auth": holder["auth"].stats(), "dns": holder["dns"].stats()},
                 dns_readiness(resolver.server, "."),
             )
         except ServiceOptionError as exc:
@@ -96,6 +99,25 @@ def cmd_agent(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, stop.set)
+
+            def reload() -> None:
+                """SIGHUP: the allow-list and trust anchors (a new Authenticator and DNS cache),
+                or nothing at all when the new configuration is unusable."""
+                try:
+                    new_resolver = make_resolver(args)
+                    new = Authenticator(new_resolver, allow=AllowList.parse(args.allow))
+                except (UsageError, ValueError, OSError) as exc:
+                    log.error("reload refused (the previous configuration stays): %s", exc)
+                    print(f"dance agent: reload refused, configuration unchanged: {exc}",
+                          flush=True)  # fmt: skip
+                    return
+                http_auth.authenticator = new
+                holder.update(auth=new, dns=new_resolver)
+                log.info("configuration reloaded")
+                print("dance agent: configuration reloaded", flush=True)
+
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, reload)
             async with resolver:
                 try:
                     await agent.serve(host, port, reuse_port=args.workers > 1)

@@ -35,6 +35,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, str,
         knot.stop()
 
 
+def _two_free_ports() -> int:
+    """A port P with P+1 free too (worker i serves its metrics at P+i)."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", path, headers=headers or {})
@@ -48,7 +63,7 @@ def test_agent_with_workers_metrics_and_json_access_log(
     world: tuple[Proc, str, Identities], tmp_path: Path
 ) -> None:
     knot, anchor, ids = world
-    metrics = free_port()
+    metrics = _two_free_ports()
     proc = start_agent(
         tmp_path, knot.port, anchor,
         ["--allow", "._device.example.test", "--workers", "2", "--log-format", "json",
@@ -59,7 +74,7 @@ def test_agent_with_workers_metrics_and_json_access_log(
         bad = {"Client-Cert": nginx_header(ids.impostor)}
         statuses = [_get(proc.port, "/auth", good if i % 2 == 0 else bad)[0] for i in range(8)]
         assert statuses == [200, 403] * 4
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:  # both workers serve their metrics (worker i at PORT+i)
             try:
                 pages = [_get(metrics + i, "/metrics")[1] for i in range(2)]

@@ -73,6 +73,23 @@ class Proxy:
 STARTED: list[asyncio.subprocess.Process] = []
 
 
+def _two_free_ports() -> int:
+    """A port P with P+1 free too (worker i serves its metrics at P+i)."""
+    import socket
+
+    from dance.testkit.servers import free_port
+
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 def kill_leftovers() -> None:
     """Stop the proxies a failed test left running."""
     while STARTED:
@@ -265,12 +282,10 @@ def test_workers_access_log_and_metrics(world: World) -> None:
     import http.client
     import json
 
-    from dance.testkit.servers import free_port
-
     async def scenario() -> None:
         backend = await echo_backend()
         port = backend.sockets[0].getsockname()[1]
-        metrics = free_port()
+        metrics = _two_free_ports()
         try:
             proxy = await start_proxy(
                 world, port, "--cert", world.server.cert, "--key", world.server.key,
@@ -284,9 +299,17 @@ def test_workers_access_log_and_metrics(world: World) -> None:
             assert results == [True, False] * 6
 
             def page(p: int) -> str:
-                conn = http.client.HTTPConnection("127.0.0.1", p, timeout=10)
-                conn.request("GET", "/metrics")
-                return conn.getresponse().read().decode()
+                import time
+
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        conn = http.client.HTTPConnection("127.0.0.1", p, timeout=10)
+                        conn.request("GET", "/metrics")
+                        return conn.getresponse().read().decode()
+                    except OSError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.2)
 
             pages = [await asyncio.to_thread(page, metrics + i) for i in range(2)]
             counts: dict[str, float] = {}

@@ -45,27 +45,31 @@ RdataType = dns.rdatatype.RdataType
 DEFAULT_VALIDITY = 14 * 86400
 _BACKDATE = 3600
 
-_CacheKey = tuple[object, ...]
-
 
 class SignatureCache:
-    """RRSIGs by content; entries not used by the last complete signing are dropped."""
+    """RRSIGs by signature input (RRSIG RDATA header and the RRset in canonical form: the
+    content signed, so a hit is always the right signature); entries not used by the last
+    complete signing are dropped."""
 
     def __init__(self) -> None:
-        self._current: dict[_CacheKey, RRSIG] = {}
-        self._next: dict[_CacheKey, RRSIG] = {}
+        self._current: dict[bytes, RRSIG] = {}
+        self._next: dict[bytes, RRSIG] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: _CacheKey) -> RRSIG | None:
+    def get(self, key: bytes) -> RRSIG | None:
         found = self._next.get(key)
         if found is None:
             found = self._current.get(key)
             if found is not None:
                 self._next[key] = found
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
         return found
 
-    def put(self, key: _CacheKey, rrsig: RRSIG) -> None:
+    def put(self, key: bytes, rrsig: RRSIG) -> None:
         self._next[key] = rrsig
 
     def commit(self) -> None:
@@ -85,27 +89,8 @@ class SignatureCache:
 class _CachingKey(SigningKey):
     cache: SignatureCache = field(default_factory=SignatureCache, repr=False, compare=False)
 
-    def sign(
-        self,
-        rrset: dns.rrset.RRset,
-        signer: Name,
-        inception: int,
-        expiration: int,
-        *,
-        owner: Name | None = None,
-    ) -> RRSIG:
-        name = owner if owner is not None else rrset.name
-        content = tuple(sorted(rd.to_digestable(signer) for rd in rrset))
-        key = (self.dnskey.flags, name, rrset.name, int(rrset.rdtype), rrset.ttl, content,
-               signer, inception, expiration)  # fmt: skip
-        cached = self.cache.get(key)
-        if cached is not None:
-            self.cache.hits += 1
-            return cached
-        self.cache.misses += 1
-        rrsig = super().sign(rrset, signer, inception, expiration, owner=owner)
-        self.cache.put(key, rrsig)
-        return rrsig
+    def signature_store(self) -> SignatureCache:
+        return self.cache
 
 
 def caching_keys(keys: ZoneKeys, cache: SignatureCache) -> ZoneKeys:

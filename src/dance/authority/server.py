@@ -52,6 +52,7 @@ from dance.authority.serial import SerialPolicy, next_serial, serial_gt, with_se
 from dance.authority.signer import (
     DEFAULT_VALIDITY,
     OnlineZone,
+    OwnerOrder,
     SignatureCache,
     SigningWindow,
     build_zone,
@@ -98,7 +99,7 @@ class _ZoneState:
     keys: ZoneKeys
     window: SigningWindow
     zone: OnlineZone
-    owners: list[Name] = field(default_factory=list)
+    owners: OwnerOrder = field(default_factory=OwnerOrder)
     sign_seconds: float = 0.0
     incremental: bool = True
     axfr: tuple[object, list[bytes]] | None = None  # (snapshot, rendered messages without TSIG)
@@ -1303,7 +1304,7 @@ class Authority:
             assert result.records is not None
             started = time.perf_counter()
             misses = state.cache.misses
-            owners = list(state.owners)
+            owners = state.owners.copy()
             saved = (state.window.inception, state.window.expiration)
             window = state.window.current(now)
             patched = None

@@ -57,6 +57,7 @@ from dns.dnssectypes import DSDigest
 from dns.rdtypes.ANY.TLSA import TLSA
 
 from dance.authority.errors import AuthorityError
+from dance.zone.signing import HashedName, hashed
 from dance.zone.zones import PrivateKey, SigningKey, ZoneKeys, generate_private_key
 
 __all__ = [
@@ -179,7 +180,7 @@ def _absolute_name(text: str) -> Name:
     labels = text[:-1].split(".")
     if "" in labels:
         raise ValueError("empty label")
-    return Name([label.encode("ascii") for label in labels] + [b""])
+    return HashedName([label.encode("ascii") for label in labels] + [b""])
 
 
 def _parse_simple(text: str, origin: Name) -> Records | None:
@@ -194,6 +195,8 @@ def _parse_simple(text: str, origin: Name) -> Records | None:
     records: Records = {}
     current = origin
     tlsa = RdataType.TLSA
+    depth = len(origin)
+    origin_labels = [label.lower() for label in origin.labels]
     for line in text.split("\n"):
         if not line or line[0] == ";" or line.isspace():
             continue
@@ -216,8 +219,8 @@ def _parse_simple(text: str, origin: Name) -> Records | None:
         if ttl > _MAX_TTL:
             return None
         owner = _absolute_name(owner_text)
-        if not owner.is_subdomain(origin):
-            return None  # (dnspython skips such lines)
+        if [label.lower() for label in owner.labels[-depth:]] != origin_labels:
+            return None  # not in the zone (dnspython skips such lines)
         rdtype = dns.rdatatype.from_text(type_text)
         if rdtype in _NOT_SIMPLE_TYPES:
             return None
@@ -327,6 +330,7 @@ def _decode_entry(payload: bytes) -> list[tuple[Name, dict[RdataType, dns.rdatas
     out = []
     for _ in range(count):
         name, used = dns.name.from_wire(payload, at)
+        name = hashed(name)
         at += used
         (ntypes,) = struct.unpack_from("!H", payload, at)
         at += 2

@@ -46,9 +46,11 @@ from dns.rdtypes.ANY.NSEC3 import NSEC3
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
 __all__ = [
+    "HashedName",
     "RRsetSigner",
     "SignatureStore",
     "canonical_wire",
+    "hashed",
     "make_nsec",
     "make_nsec3",
     "make_rrset",
@@ -75,31 +77,71 @@ _RRSIG_FIELDS = struct.Struct("!HBBIIIH")
 _setattr = object.__setattr__
 
 
+class HashedName(dns.name.Name):
+    """A name that computes its hash once (dnspython's, case-insensitive, so it finds and
+    equals plain names in sets and dicts; dnspython computes it on every lookup)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, labels: Iterable[bytes | str]) -> None:
+        super().__init__(labels)
+        _setattr(self, "_hash", dns.name.Name.__hash__(self))
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:  # (made without __init__, e.g. unpickled)
+            return dns.name.Name.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        # what Name.__eq__ decides (same labels, ASCII case ignored; an absolute name ends
+        # with the empty label, a relative one never has it), without its general comparison
+        if self is other:
+            return True
+        if not isinstance(other, dns.name.Name):
+            return False
+        mine, theirs = self.labels, other.labels
+        return len(mine) == len(theirs) and all(
+            a == b or a.lower() == b.lower() for a, b in zip(mine, theirs, strict=True)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+def hashed(name: Name) -> Name:
+    """``name`` as a :class:`HashedName`."""
+    return name if isinstance(name, HashedName) else HashedName(name.labels)
+
+
 def canonical_wire(name: Name) -> bytes:
     """``name`` in canonical wire form (RFC 4034 section 6.2: ASCII letters lowercased)."""
     return b"".join(bytes((len(label),)) + label.lower() for label in name.labels)
 
 
 class _RRSIG(RRSIG):
-    """An RRSIG whose hash comes from its canonical wire form, computed from its fields
-    (dnspython's hash renders the record first; the value is the same)."""
+    """An RRSIG whose hash is computed once, from its canonical wire form (dnspython's hash
+    renders the record each time; the value is the same)."""
 
-    __slots__ = ()
+    __slots__ = ("_hash",)
 
     def __hash__(self) -> int:
-        return hash(
-            _RRSIG_FIELDS.pack(
-                self.type_covered,
-                self.algorithm,
-                self.labels,
-                self.original_ttl,
-                self.expiration,
-                self.inception,
-                self.key_tag,
+        try:
+            return self._hash  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:  # (made by replace() or unpickled)
+            return hash(
+                _RRSIG_FIELDS.pack(
+                    self.type_covered,
+                    self.algorithm,
+                    self.labels,
+                    self.original_ttl,
+                    self.expiration,
+                    self.inception,
+                    self.key_tag,
+                )
+                + canonical_wire(self.signer)
+                + self.signature
             )
-            + canonical_wire(self.signer)
-            + self.signature
-        )
 
 
 class _NSEC3(NSEC3):
@@ -219,6 +261,7 @@ class RRsetSigner:
         self.cache = cache
         self._origin_wire = canonical_wire(signer)
         self._tail = _TAIL.pack(expiration, inception, self.key_tag) + self._origin_wire
+        self._rdata_header = _HEADER.size + len(self._tail)
         self._sign = raw_signer(private_key, self.algorithm)
         self._algorithm = Algorithm.make(self.algorithm)
         self._pkcs8: bytes | None = None
@@ -244,10 +287,12 @@ class RRsetSigner:
     def rrsig(self, data: bytes, signature: bytes) -> RRSIG:
         """The RRSIG record for ``data`` (a :meth:`signature_input`) and its signature."""
         rdtype, _, labels, ttl = _HEADER.unpack_from(data)
+        rdata_hash = hash(data[: self._rdata_header] + signature)  # = hash(to_digestable)
         rd = _rdata(_RRSIG, RdataType.RRSIG, type_covered=RdataType.make(rdtype),
                     algorithm=self._algorithm, labels=labels,
                     original_ttl=ttl, expiration=self.expiration, inception=self.inception,
-                    key_tag=self.key_tag, signer=self.signer, signature=signature)  # fmt: skip
+                    key_tag=self.key_tag, signer=self.signer, signature=signature,
+                    _hash=rdata_hash)  # fmt: skip
         assert isinstance(rd, RRSIG)
         return rd
 

@@ -8,8 +8,10 @@ For a zone with N TLSA names (default 10,000) it prints, for each server:
 * batched publication: B new records in updates of S records each: records per second, and
   the time until the last one is visible through dance's DNSSEC-validated lookup.
 
-Run: .venv/bin/python bench/bench_authority.py [--names N] [--updates U] [--batch B] [--size S]
-(the figures go to stdout; knotd must be on PATH or in /usr/sbin for the peer).
+Run: .venv/bin/python bench/bench_authority.py [--quick] [--names N] [--updates U] [--batch B]
+[--size S] (the figures go to stdout and bench/results/bench_authority.json; knotd must be on PATH
+or in /usr/sbin for the peer). ``--quick`` (make bench-quick) sends 60 single updates and
+publishes 1,000 records.
 
 Two more modes (the long versions of tests in tests/authority):
 
@@ -45,6 +47,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when imported
 
 import dns.message
 import dns.name
@@ -53,6 +56,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.update
 
+from benchlib import Results
 from dance.authority import Authority, Limits
 from dance.authority.store import ZoneDir, trust_anchor_text
 from dance.dns import Outcome, TLSAResolver, TrustAnchors
@@ -109,6 +113,14 @@ def _visible(port: int, anchor: str, name: str, deadline: float) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of process ``pid`` (None: this process)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(
     label: str,
     port: int,
@@ -118,12 +130,15 @@ def _measure(
     updates: int,
     batch: int,
     size: int,
-) -> None:
+    pid: int | None = None,
+) -> dict[str, float]:
     latencies = []
+    cpu = _cpu_seconds(pid)
     for i in range(updates):
         t = time.perf_counter()
         _update(port, key, [(f"single{i}._device", "3 1 1 " + f"{i:064x}")])
         latencies.append(time.perf_counter() - t)
+    cpu = (_cpu_seconds(pid) - cpu) / updates
     latencies.sort()
     t = time.perf_counter()
     for first in range(0, batch, size):
@@ -134,17 +149,26 @@ def _measure(
         _update(port, key, chunk)
     sent = time.perf_counter() - t
     visible = _visible(port, anchor, f"b{batch - 1}._device.{ZONE}", 120.0)
+    figures = {
+        "start": start_seconds,
+        "median": statistics.median(latencies) * 1000,
+        "p90": latencies[max(0, int(len(latencies) * 0.9) - 1)] * 1000,
+        "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        "cpu": cpu * 1000,
+        "records": batch / sent,
+    }
     print(
         f"{label:<10} initial signing {start_seconds:7.2f} s | single update median "
-        f"{statistics.median(latencies) * 1000:7.1f} ms p90 "
-        f"{latencies[int(len(latencies) * 0.9) - 1] * 1000:7.1f} ms "
-        f"({1 / statistics.mean(latencies):6.1f} updates/s) | {batch} records in updates of "
-        f"{size}: {batch / sent:8.0f} records/s ({batch / size / sent:5.1f} updates/s), "
-        f"last visible (validated) {visible * 1000:6.0f} ms after the last update"
+        f"{figures['median']:7.1f} ms p90 {figures['p90']:7.1f} ms p99 {figures['p99']:7.1f} ms "
+        f"(CPU {figures['cpu']:5.1f} ms/update{' incl. client' if pid is None else ''}) | "
+        f"{batch} records in updates of {size}: {figures['records']:8.0f} records/s "
+        f"({batch / size / sent:5.1f} updates/s), last visible (validated) "
+        f"{visible * 1000:6.0f} ms after the last update"
     )
+    return figures
 
 
-def bench_dance(tmp: Path, names: int, updates: int, batch: int, size: int) -> None:
+def bench_dance(tmp: Path, names: int, updates: int, batch: int, size: int) -> dict[str, float]:
     store = ZoneDir(tmp / "dance")
     origin = dns.name.from_text(ZONE)
     policy = store.init_zone(origin, denial="nsec3")
@@ -158,11 +182,11 @@ def bench_dance(tmp: Path, names: int, updates: int, batch: int, size: int) -> N
     gc.freeze()  # as `dance authority` does after loading its zones
     with authority.start():
         anchor = trust_anchor_text(origin, policy.keys, 300)
-        _measure("dance", authority.port, key, anchor, start, updates, batch, size)
+        return _measure("dance", authority.port, key, anchor, start, updates, batch, size)
 
 
 @contextlib.contextmanager
-def _knot(tmp: Path, names: int, key: TSIGKey) -> Iterator[tuple[int, Callable[[], str]]]:
+def _knot(tmp: Path, names: int, key: TSIGKey) -> Iterator[tuple[int, Callable[[], str], int]]:
     knotd = shutil.which("knotd") or shutil.which("knotd", path="/usr/sbin:/usr/bin")
     if knotd is None:
         raise FileNotFoundError("knotd")
@@ -227,18 +251,20 @@ zone:
             ]
             return "\n".join(lines) + "\n"
 
-        yield port, anchor
+        yield port, anchor, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
         log.close()
 
 
-def bench_knot(tmp: Path, names: int, updates: int, batch: int, size: int) -> None:
+def bench_knot(
+    tmp: Path, names: int, updates: int, batch: int, size: int
+) -> dict[str, float] | None:
     key = generate_tsig_key("bench")
     t = time.perf_counter()
     try:
-        with _knot(tmp, names, key) as (port, anchor):
+        with _knot(tmp, names, key) as (port, anchor, pid):
             query = dns.message.make_query(f"d{names - 1}._device.{ZONE}", "TLSA", want_dnssec=True)
             while True:
                 with contextlib.suppress(Exception):
@@ -249,9 +275,10 @@ def bench_knot(tmp: Path, names: int, updates: int, batch: int, size: int) -> No
                     raise RuntimeError("knot did not serve the signed zone")
                 time.sleep(0.05)
             start = time.perf_counter() - t
-            _measure("knot", port, key, anchor(), start, updates, batch, size)
+            return _measure("knot", port, key, anchor(), start, updates, batch, size, pid)
     except FileNotFoundError:
         print("knot       not installed (apt-get install knot): no peer figures")
+        return None
 
 
 def bench_abuse(tmp: Path, names: int, seconds: float, readers: int, axfrs: int) -> None:
@@ -289,14 +316,15 @@ def bench_kill(tmp: Path, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--names", type=int, default=None, help="TLSA names in the zone")
-    parser.add_argument("--updates", type=int, default=30, help="single-record updates")
-    parser.add_argument("--batch", type=int, default=2000, help="records published in batches")
+    parser.add_argument("--updates", type=int, default=200, help="single-record updates")
+    parser.add_argument("--batch", type=int, default=4000, help="records published in batches")
     parser.add_argument("--size", type=int, default=500, help="records per batched update")
     parser.add_argument("--abuse", action="store_true", help="latency under abuse (see above)")
     parser.add_argument("--seconds", type=float, default=20.0, help="abuse duration")
     parser.add_argument("--non-readers", type=int, default=100)
     parser.add_argument("--axfrs", type=int, default=8)
     parser.add_argument("--kill-rounds", type=int, default=0, metavar="R")
+    parser.add_argument("--quick", action="store_true", help="fewer updates (make bench-quick)")
     args = parser.parse_args()
     if args.abuse or args.kill_rounds:
         with tempfile.TemporaryDirectory(prefix="dance-bench-") as tmp:
@@ -310,13 +338,34 @@ def main() -> None:
                 bench_kill(Path(tmp) / "kill", args.kill_rounds)
         return
     args.names = args.names or 10000
+    if args.quick:
+        args.updates, args.batch = min(args.updates, 60), min(args.batch, 1000)
     print(
         f"zone {ZONE} with {args.names} TLSA names, ECDSA P-256, NSEC3; updates over TCP "
         "with TSIG (HMAC-SHA256) from one client"
     )
     with tempfile.TemporaryDirectory(prefix="dance-bench-") as tmp:
-        bench_dance(Path(tmp), args.names, args.updates, args.batch, args.size)
-        bench_knot(Path(tmp), args.names, args.updates, args.batch, args.size)
+        dance = bench_dance(Path(tmp), args.names, args.updates, args.batch, args.size)
+        knot = bench_knot(Path(tmp), args.names, args.updates, args.batch, args.size)
+    out = Results("bench_authority", quick=args.quick)
+    peer = "knot" if knot else None
+    k = knot or {}
+    out.add(f"initial signing, {args.names} names (NSEC3)", dance["start"], "s", peer=peer,
+            peer_value=k.get("start"), target="<= 2.0x")  # fmt: skip
+    out.add(f"bulk publication, updates of {args.size}", dance["records"], "records/s",
+            peer=peer, peer_value=k.get("records"), target=">= 0.5x")  # fmt: skip
+    out.add(f"one-record update p99 ({args.updates} updates)", dance["p99"], "ms", peer=peer,
+            peer_value=k.get("p99"), target="<= 20")  # fmt: skip
+    out.add("one-record update median", dance["median"], "ms", peer=peer,
+            peer_value=k.get("median"))  # fmt: skip
+    out.add("one-record update CPU (dance: server and client in one process)", dance["cpu"],
+            "ms", peer=peer, peer_value=k.get("cpu"))  # fmt: skip
+    out.note(
+        "dance runs in the benchmark's process (the client's CPU is in its CPU figure); knotd "
+        "is a separate process with its default threads. Latencies are wall-clock, end to end "
+        "(TCP connection, TSIG, signing, journal fsync)."
+    )
+    out.write()
 
 
 if __name__ == "__main__":

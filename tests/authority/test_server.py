@@ -19,7 +19,7 @@ import dns.xfr
 import dns.zone
 import pytest
 
-from dance.authority import Authority, AuthorityError, Limits, TSIGKey, generate_tsig_key
+from dance.authority import Authority, Limits, TSIGKey, generate_tsig_key
 from dance.authority.serial import serial_gt
 from dance.dns import Outcome
 from tests.authority.conftest import H2, ZONE, Env, make_zone_dir, rcode
@@ -191,136 +191,65 @@ def test_restart_keeps_changes_and_keys(tmp_path: Path) -> None:
         assert env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE_ABSENT
 
 
-def test_zone_file_written_atomically(nsec_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure while persisting leaves the old file and the old served zone."""
+def test_failed_journal_write_changes_nothing(
+    nsec_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while persisting an update (disk full) answers SERVFAIL and leaves the
+    journal, the master file and the served zone as they were; the next update works and
+    both survive a restart as they should."""
     env = nsec_env
     before = env.zone_text()
+    journal = env.zone_dir / "example.test.journal"
+    journal_before = journal.read_bytes()
+    real_write = os.write
 
-    def broken_replace(src: str, dst: str) -> None:
-        raise OSError("disk full")
+    def broken_write(fd: int, data: bytes) -> int:
+        if fd in env.authority.store._journals.values():
+            real_write(fd, bytes(data)[:7])  # a short write, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
 
-    monkeypatch.setattr(os, "replace", broken_replace)
+    monkeypatch.setattr(os, "write", broken_write)
     update = env.update()
     update.add("lost._device", 300, "TLSA", f"3 1 1 {H2}")
     assert rcode(env.send(update)) == "SERVFAIL"
     monkeypatch.undo()
+    assert journal.read_bytes() == journal_before  # the partial entry was taken back
     assert env.zone_text() == before
-    assert [p for p in env.zone_dir.iterdir() if p.name.endswith(".tmp")] == []
     assert env.lookup("lost._device.example.test").outcome is Outcome.SECURE_ABSENT
     update = env.update()
     update.add("saved._device", 300, "TLSA", f"3 1 1 {H2}")
     assert rcode(env.send(update)) == "NOERROR"
     assert env.lookup("saved._device.example.test").outcome is Outcome.SECURE
+    env.authority.stop()
+    with Authority(env.zone_dir, tsig_keys=[env.key], limits=Limits(rate=0)).start() as again:
+        restarted = Env(env.zone_dir, env.key, env.anchor, again)
+        assert restarted.lookup("saved._device.example.test").outcome is Outcome.SECURE
+        assert restarted.lookup("lost._device.example.test").outcome is Outcome.SECURE_ABSENT
 
 
-def test_update_over_udp(nsec_env: Env) -> None:
-    update = nsec_env.update()
-    update.add("udp._device", 300, "TLSA", f"3 1 1 {H2}")
-    response = dns.query.udp(update, "127.0.0.1", port=nsec_env.port, timeout=5)
-    assert rcode(response) == "NOERROR"
-    assert nsec_env.lookup("udp._device.example.test").outcome is Outcome.SECURE
-
-
-def test_axfr_with_tsig_only(env: Env) -> None:
-    key = env.key
-    bulk = env.update()
-    for i in range(300):  # big enough for a transfer of several messages
-        bulk.add(f"d{i}._device", 300, "TLSA", f"3 1 1 {i:064x}")
-    assert rcode(env.send(bulk)) == "NOERROR"
-    zone = dns.zone.Zone(ZONE)
-    query, _ = dns.xfr.make_query(
-        zone, keyring={key.dns_name: key.to_dnspython()}, keyname=key.dns_name
-    )
-    dns.query.inbound_xfr("127.0.0.1", zone, query, port=env.port, timeout=5)
-    names = {n.to_text() for n in zone.nodes}
-    assert {"sensor7._device", "d0._device", "d299._device"} <= names
-    assert zone.find_rdataset("@", "DNSKEY") is not None
-    assert zone.find_rdataset("sensor7._device", "RRSIG", covers="TLSA") is not None
-    with pytest.raises(dns.xfr.TransferError):
-        dns.query.inbound_xfr("127.0.0.1", dns.zone.Zone(ZONE), port=env.port, timeout=5)
-
-
-def test_refuses_non_loopback(tmp_path: Path) -> None:
-    zone_dir, _ = make_zone_dir(tmp_path)
-    authority = Authority(zone_dir)
-    with pytest.raises(AuthorityError) as err:
-        authority.start("0.0.0.0")
-    assert err.value.reason == "non-loopback"
-
-
-def test_empty_zone_dir_refused(tmp_path: Path) -> None:
-    with pytest.raises(AuthorityError) as err:
-        Authority(tmp_path)
-    assert err.value.reason == "no-zones"
-
-
-def test_keys_created_on_first_start(tmp_path: Path) -> None:
-    zone_dir, _ = make_zone_dir(tmp_path)
-    for key_file in (zone_dir / "keys").iterdir():
-        key_file.unlink()
-    authority = Authority(zone_dir, algorithm=15, denial="nsec3")
-    key_file = zone_dir / "keys" / "example.test.key"
-    assert key_file.stat().st_mode & 0o777 == 0o600
-    assert authority.zone(ZONE).keys is not None
-    assert authority.zone(ZONE).keys.algorithm == 15  # type: ignore[union-attr]
-
-
-def test_tsig_signed_query_gets_signed_answer(nsec_env: Env) -> None:
-    key = nsec_env.key
-    query = dns.message.make_query("sensor7._device.example.test", "TLSA", want_dnssec=True)
-    query.use_tsig({key.dns_name: key.to_dnspython()}, keyname=key.dns_name)
-    response = dns.query.udp(query, "127.0.0.1", port=nsec_env.port, timeout=5)
-    assert response.had_tsig and response.answer  # dnspython verified the reply's MAC
-    stranger = generate_tsig_key("stranger")
-    query = dns.message.make_query("sensor7._device.example.test", "TLSA")
-    query.use_tsig({stranger.dns_name: stranger.to_dnspython()}, keyname=stranger.dns_name)
-    refused = _send_raw(nsec_env, query.to_wire())
-    assert rcode(refused) == "NOTAUTH" and not refused.answer
-
-
-def test_signature_refresh_keeps_zone_valid(nsec_env: Env) -> None:
-    before = nsec_env.authority.zone(ZONE).snapshot.params
-    assert before is not None
-    assert nsec_env.authority.refresh_signatures() == 0  # window still fresh
-    time.sleep(1.1)  # the new window starts a second later
-    assert nsec_env.authority.refresh_signatures(force=True) == 1
-    after = nsec_env.authority.zone(ZONE).snapshot.params
-    assert after is not None and after.expiration > before.expiration
-    assert nsec_env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
-    update = nsec_env.update()  # updates after a refresh patch the new snapshot
-    update.add("after._device", 300, "TLSA", f"3 1 1 {H2}")
-    assert rcode(nsec_env.send(update)) == "NOERROR"
-    assert nsec_env.lookup("after._device.example.test").outcome is Outcome.SECURE
-
-
-def test_one_authority_per_zone_dir(nsec_env: Env) -> None:
-    key_file = nsec_env.zone_dir / "keys" / "example.test.key"
-    before = key_file.read_bytes()
-    with pytest.raises(AuthorityError) as err:
-        Authority(nsec_env.zone_dir)  # refused before it reads or writes anything
-    assert err.value.reason == "zone-dir-busy"
-    assert key_file.read_bytes() == before
-    assert nsec_env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
-
-
-def test_delegation_update_full_resign_then_incremental(env: Env) -> None:
-    ds = "12345 13 2 " + "ab" * 32
+def test_master_file_merge_written_atomically(
+    nsec_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while merging the journal into the master file (at stop) leaves the old
+    master file and the journal: nothing acknowledged is lost at the next start."""
+    env = nsec_env
+    before = env.zone_text()
     update = env.update()
-    update.add("child", 300, "NS", "ns1.child.example.test.")
-    update.add("ns1.child", 300, "A", "127.0.0.2")
-    update.add("child", 300, "DS", ds)
+    update.add("kept._device", 300, "TLSA", f"3 1 1 {H2}")
     assert rcode(env.send(update)) == "NOERROR"
-    query = dns.message.make_query("child.example.test", "DS", want_dnssec=True)
-    answer = dns.query.udp(query, "127.0.0.1", port=env.port, timeout=5)
-    types = {r.rdtype for r in answer.answer}
-    assert dns.rdatatype.DS in types and dns.rdatatype.RRSIG in types
-    referral = dns.query.udp(
-        dns.message.make_query("x.child.example.test", "A"), "127.0.0.1", port=env.port, timeout=5
-    )
-    assert not referral.flags & dns.flags.AA and referral.authority  # a referral to the child
-    assert env.lookup("sensor7._device.example.test").outcome is Outcome.SECURE
-    assert env.lookup("nobody.example.test").outcome is Outcome.SECURE_ABSENT
-    after = env.update()
-    after.add("later._device", 300, "TLSA", f"3 1 1 {H2}")
-    assert rcode(env.send(after)) == "NOERROR"
-    assert env.lookup("later._device.example.test").outcome is Outcome.SECURE
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    env.authority.stop()
+    monkeypatch.undo()
+    assert env.zone_text() == before
+    assert [p for p in env.zone_dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert (env.zone_dir / "example.test.journal").stat().st_size > 0
+    with Authority(env.zone_dir, tsig_keys=[env.key], limits=Limits(rate=0)).start() as again:
+        restarted = Env(env.zone_dir, env.key, env.anchor, again)
+        assert restarted.lookup("kept._device.example.test").outcome is Outcome.SECURE
+    assert "kept._device.example.test." in env.zone_text()
+    assert not (env.zone_dir / "example.test.journal").exists()

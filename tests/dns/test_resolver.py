@@ -174,6 +174,34 @@ def test_cold_lookup_query_count() -> None:
     )
 
 
+def test_cold_lookup_asks_the_chain_with_the_answer() -> None:
+    """The DNSKEY and DS queries of the chain of trust go out with the TLSA query (the path
+    from the anchor to the name is known before any answer): one round trip, not three."""
+    w = build_world()
+    answered = 0
+    sent_after: list[tuple[str, int, int]] = []
+
+    class Recording(MemoryTransport):
+        async def query(self, msg: Msg) -> Msg:
+            nonlocal answered
+            q = msg.question[0]
+            sent_after.append((str(q.name), q.rdtype, answered))
+            try:
+                return await super().query(msg)
+            finally:
+                answered += 1
+
+    resolver = w.resolver(transport=Recording(w.server, delay=lambda q: 0.02))
+    r = asyncio.run(resolver.lookup_tlsa("sensor7._device.example.test"))
+    assert r.outcome is Outcome.SECURE
+    assert len(sent_after) == 4
+    assert [after for _n, _t, after in sent_after] == [0, 0, 0, 0]
+    # a second name in the known zone: the cached chain, the answer alone
+    r = asyncio.run(resolver.lookup_tlsa("other1._device.example.test"))
+    assert r.outcome is Outcome.SECURE
+    assert [(n, t) for n, t, _a in sent_after[4:]] == [("other1._device.example.test.", T.TLSA)]
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

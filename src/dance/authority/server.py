@@ -52,6 +52,7 @@ from dance.authority.serial import SerialPolicy, next_serial, serial_gt, with_se
 from dance.authority.signer import (
     DEFAULT_VALIDITY,
     OnlineZone,
+    OwnerOrder,
     SignatureCache,
     SigningWindow,
     build_zone,
@@ -85,6 +86,8 @@ _AXFR_CHUNK = 16000
 _REFRESH_CHECK = 600.0
 _NOTIFY_TRIES = 5
 _NOTIFY_TIMEOUT = 1.0
+#: A journal is merged into its master file once larger than this and than the master file.
+_MERGE_MIN_BYTES = 1 << 20
 
 
 @dataclass
@@ -96,11 +99,13 @@ class _ZoneState:
     keys: ZoneKeys
     window: SigningWindow
     zone: OnlineZone
-    owners: list[Name] = field(default_factory=list)
+    owners: OwnerOrder = field(default_factory=OwnerOrder)
     sign_seconds: float = 0.0
     incremental: bool = True
     axfr: tuple[object, list[bytes]] | None = None  # (snapshot, rendered messages without TSIG)
     axfr_lock: threading.Lock = field(default_factory=threading.Lock)
+    merge: threading.Thread | None = None  # the journal being merged into the master file
+    master_bytes: int = 0  # size of the master file when last written
 
 
 @dataclass
@@ -366,6 +371,7 @@ class Authority:
         self._replay = ReplayCache(max_entries=self.limits.max_replay_entries)
 
     def _load_zone(self, origin: Name) -> _ZoneState:
+        journaled = self.store.has_journal(origin)
         records = self.store.read_records(origin)
         policy = self.store.policy(origin, algorithm=self._algorithm, denial=self._denial)
         cache = SignatureCache()
@@ -381,10 +387,15 @@ class Authority:
             raise AuthorityError("zone-file", f"{origin}: {exc}") from None
         cache.commit()
         try:
-            self.store.write_records(origin, records)
+            if journaled:  # after a crash: merge what was replayed
+                self.store.write_records(origin, records)
+            else:  # the new serial alone
+                self.store.append_journal(origin, records, [origin])
         except OSError as exc:
             raise AuthorityError("zone-file", f"cannot persist {origin}: {exc}") from None
         state = _ZoneState(origin, records, policy, cache, keys, window, zone)
+        with contextlib.suppress(OSError):
+            state.master_bytes = self.store.zone_path(origin).stat().st_size
         state.owners = sorted_owners(zone.snapshot)
         state.sign_seconds = time.perf_counter() - started
         log.info(
@@ -548,8 +559,55 @@ class Authority:
 
     def _unlock_zone_dir(self) -> None:
         if self._dir_lock is not None:
+            self._merge_journals()
             self._dir_lock.close()  # closing releases the lock
             self._dir_lock = None
+
+    # ------------------------------------------------------------- journal
+
+    def _merge_journals(self) -> None:
+        """Write every zone's master file with all its changes and drop the journals (when
+        stopping: the directory is left with master files only)."""
+        for state in self._zones.values():
+            merge = state.merge
+            if merge is not None:
+                merge.join()
+            with self._lock:
+                if not self.store.has_journal(state.origin):
+                    continue
+                try:
+                    self.store.write_records(state.origin, state.records)
+                except OSError as exc:
+                    log.error("cannot merge the journal of %s (kept: replayed at the next "
+                              "start): %s", state.origin, exc)  # fmt: skip
+        self.store.close_journals()
+
+    def _persist(self, state: _ZoneState, records: Records, names: Iterable[Name]) -> None:
+        """Make a change durable: one journal entry (with the update lock held); the journal
+        is merged into the master file in the background once it outgrows it."""
+        size = self.store.append_journal(state.origin, records, names)
+        if size > max(_MERGE_MIN_BYTES, state.master_bytes) and state.merge is None:
+            state.merge = threading.Thread(
+                target=self._merge, args=(state,), name="dance-journal", daemon=True
+            )
+            state.merge.start()
+
+    def _merge(self, state: _ZoneState) -> None:
+        """In the background: the master file rewritten with the records as they are now,
+        then the journal entries it covers dropped (updates go on meanwhile)."""
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                self.store.rotate_journal(state.origin)
+                records = state.records
+            self.store.write_records(state.origin, records, drop="old")
+            state.master_bytes = self.store.zone_path(state.origin).stat().st_size
+            log.info("merged the journal of %s into its master file in %.3f s", state.origin,
+                     time.perf_counter() - started)  # fmt: skip
+        except Exception:
+            log.exception("merging the journal of %s failed (kept; retried later)", state.origin)
+        finally:
+            state.merge = None
 
     async def stop_async(self) -> None:
         self._serving_loop = None
@@ -682,7 +740,7 @@ class Authority:
                     zone = build_zone(
                         state.origin, records, state.policy, state.keys, window, now=now
                     )
-                    self.store.write_records(state.origin, records)
+                    self._persist(state, records, [state.origin])
                 except Exception:
                     state.cache.rollback()
                     state.window.inception, state.window.expiration = saved
@@ -1246,7 +1304,7 @@ class Authority:
             assert result.records is not None
             started = time.perf_counter()
             misses = state.cache.misses
-            owners = list(state.owners)
+            owners = state.owners.copy()
             saved = (state.window.inception, state.window.expiration)
             window = state.window.current(now)
             patched = None
@@ -1266,7 +1324,7 @@ class Authority:
                     )
                     owners = sorted_owners(zone.snapshot)
                 signed_at = time.perf_counter()
-                self.store.write_records(state.origin, result.records)
+                self._persist(state, result.records, result.touched)
             except Exception:
                 state.cache.rollback()
                 state.window.inception, state.window.expiration = saved

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dns.name
@@ -21,16 +21,16 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rrset
-from dns.rdtypes.ANY.NSEC import NSEC
-from dns.rdtypes.ANY.NSEC3 import NSEC3
 from dns.rdtypes.ANY.RRSIG import RRSIG
 from dns.rdtypes.util import Bitmap
 
 from dance.authority.store import KeyPolicy, Records
+from dance.zone.signing import HashedName, make_nsec, make_nsec3, make_rrset
 from dance.zone.zones import Nsec3Chain, SignedZone, SigningKey, Zone, ZoneKeys
 
 __all__ = [
     "OnlineZone",
+    "OwnerOrder",
     "SignatureCache",
     "SigningWindow",
     "build_zone",
@@ -45,27 +45,31 @@ RdataType = dns.rdatatype.RdataType
 DEFAULT_VALIDITY = 14 * 86400
 _BACKDATE = 3600
 
-_CacheKey = tuple[object, ...]
-
 
 class SignatureCache:
-    """RRSIGs by content; entries not used by the last complete signing are dropped."""
+    """RRSIGs by signature input (RRSIG RDATA header and the RRset in canonical form: the
+    content signed, so a hit is always the right signature); entries not used by the last
+    complete signing are dropped."""
 
     def __init__(self) -> None:
-        self._current: dict[_CacheKey, RRSIG] = {}
-        self._next: dict[_CacheKey, RRSIG] = {}
+        self._current: dict[bytes, RRSIG] = {}
+        self._next: dict[bytes, RRSIG] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: _CacheKey) -> RRSIG | None:
+    def get(self, key: bytes) -> RRSIG | None:
         found = self._next.get(key)
         if found is None:
             found = self._current.get(key)
             if found is not None:
                 self._next[key] = found
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
         return found
 
-    def put(self, key: _CacheKey, rrsig: RRSIG) -> None:
+    def put(self, key: bytes, rrsig: RRSIG) -> None:
         self._next[key] = rrsig
 
     def commit(self) -> None:
@@ -85,27 +89,8 @@ class SignatureCache:
 class _CachingKey(SigningKey):
     cache: SignatureCache = field(default_factory=SignatureCache, repr=False, compare=False)
 
-    def sign(
-        self,
-        rrset: dns.rrset.RRset,
-        signer: Name,
-        inception: int,
-        expiration: int,
-        *,
-        owner: Name | None = None,
-    ) -> RRSIG:
-        name = owner if owner is not None else rrset.name
-        content = tuple(sorted(rd.to_digestable(signer) for rd in rrset))
-        key = (self.dnskey.flags, name, rrset.name, int(rrset.rdtype), rrset.ttl, content,
-               signer, inception, expiration)  # fmt: skip
-        cached = self.cache.get(key)
-        if cached is not None:
-            self.cache.hits += 1
-            return cached
-        self.cache.misses += 1
-        rrsig = super().sign(rrset, signer, inception, expiration, owner=owner)
-        self.cache.put(key, rrsig)
-        return rrsig
+    def signature_store(self) -> SignatureCache:
+        return self.cache
 
 
 def caching_keys(keys: ZoneKeys, cache: SignatureCache) -> ZoneKeys:
@@ -162,7 +147,7 @@ def build_zone(
     zone = OnlineZone(origin, soa.ttl, nameservers=ns_names)
     zone.remove("@", "SOA")
     zone.remove("@", "NS")
-    cuts = [n for n, node in records.items() if n != origin and RdataType.NS in node]
+    cuts = [n for n, node in records.items() if RdataType.NS in node and n != origin]
     for cut in cuts:
         node = records[cut]
         ds = node.get(RdataType.DS)
@@ -175,10 +160,9 @@ def build_zone(
         )
     for owner, node in records.items():
         for rdtype, rds in node.items():
-            if owner in cuts and rdtype in (RdataType.NS, RdataType.DS):
+            if rdtype in (RdataType.NS, RdataType.DS) and owner in cuts:
                 continue
-            for rd in rds:
-                zone.add(owner, rdtype, rd, rds.ttl)
+            zone.add_rdataset(owner, rds)
     inception, expiration = window
     zone.sign(
         policy.algorithm,
@@ -197,46 +181,120 @@ def build_zone(
 # ------------------------------------------------------------------ incremental signing
 
 _SIGNER_OWNED = frozenset({RdataType.DNSKEY, RdataType.NSEC3PARAM, RdataType.NSEC, RdataType.NSEC3})
+_CHAIN_TYPES = (RdataType.NSEC, RdataType.NSEC3)
+
+
+def canonical_key(name: Name) -> tuple[bytes, ...]:
+    """A sort key giving RFC 4034 section 6.1 canonical order: labels from the most
+    significant, lowercased, compared as octet strings (an ancestor sorts first)."""
+    return tuple(label.lower() for label in reversed(name.labels))
+
+
+class OwnerOrder:
+    """Authoritative names and delegation points in canonical order, with their sort keys
+    (searches compare tuples of bytes, not names)."""
+
+    __slots__ = ("keys", "names")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, names: Iterable[Name] = ()) -> None:
+        pairs = sorted((canonical_key(n), n) for n in names)
+        self.keys = [k for k, _ in pairs]
+        self.names = [n for _, n in pairs]
+
+    def copy(self) -> OwnerOrder:
+        out = OwnerOrder()
+        out.keys = list(self.keys)
+        out.names = list(self.names)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, OwnerOrder):
+            return self.names == other.names
+        return NotImplemented
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: Name) -> int:
+        """Where ``name`` is or would be inserted."""
+        return bisect.bisect_left(self.keys, canonical_key(name))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, Name):
+            return False
+        key = canonical_key(name)
+        i = bisect.bisect_left(self.keys, key)
+        return i < len(self.keys) and self.keys[i] == key
+
+    def insert(self, name: Name) -> bool:
+        """Add ``name``; False if it is there already."""
+        key = canonical_key(name)
+        i = bisect.bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            return False
+        self.keys.insert(i, key)
+        self.names.insert(i, name)
+        return True
+
+    def remove(self, name: Name) -> bool:
+        """Remove ``name``; False if it was not there."""
+        key = canonical_key(name)
+        i = bisect.bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            del self.keys[i]
+            del self.names[i]
+            return True
+        return False
+
+    def has_descendant(self, name: Name) -> bool:
+        """Is any name strictly below ``name`` here? (A subtree is contiguous in canonical
+        order and follows its apex.)"""
+        key = canonical_key(name)
+        i = bisect.bisect_right(self.keys, key)
+        return i < len(self.keys) and self.keys[i][: len(key)] == key
 
 
 def _node_rrsets(
     owner: Name, node: dict[RdataType, dns.rdataset.Rdataset]
 ) -> dict[RdataType, dns.rrset.RRset]:
-    return {
-        t: dns.rrset.from_rdata_list(owner, rds.ttl, list(rds))
-        for t, rds in node.items()
-        if len(rds)
-    }
-
-
-def _ancestors(name: Name, origin: Name) -> list[Name]:
-    out = []
-    current = name
-    while current != origin:
-        current = current.parent()
-        out.append(current)
+    out = {}
+    for t, rds in node.items():
+        if len(rds):
+            rrset = dns.rrset.RRset(owner, rds.rdclass, rds.rdtype, rds.covers)
+            rrset.ttl = rds.ttl
+            rrset.items = dict(rds.items)  # the records' hashes are not computed again
+            out[t] = rrset
     return out
 
 
-def _has_descendant(owners: list[Name], name: Name) -> bool:
-    """Is any name of the canonically sorted ``owners`` strictly below ``name``? (A subtree is
-    contiguous in canonical order and follows its apex.)"""
-    index = bisect.bisect_right(owners, name)
-    return index < len(owners) and owners[index].is_subdomain(name) and owners[index] != name
+_windows: dict[frozenset[RdataType], tuple[object, ...]] = {}
+
+
+def _type_windows(types: Iterable[RdataType]) -> tuple[object, ...]:
+    """NSEC/NSEC3 type bitmap windows (a zone has few distinct sets of types)."""
+    key = frozenset(types)
+    found = _windows.get(key)
+    if found is None:
+        if len(_windows) > 4096:
+            _windows.clear()
+        found = _windows[key] = tuple(Bitmap.from_rdtypes(sorted(key)).windows)
+    return found
 
 
 def patch_zone(
     old: SignedZone,
-    owners: list[Name],
+    owners: OwnerOrder,
     records: Records,
     touched: set[Name],
     keys: ZoneKeys,
     window: tuple[int, int],
 ) -> SignedZone | None:
     """The snapshot for ``records`` made from ``old`` by re-signing only the ``touched`` names
-    and the NSEC/NSEC3 records around them. ``owners`` (the sorted authoritative names and
-    cuts of ``old``) is updated in place on success. Returns ``None`` when the change needs a
-    full build: delegations, apex changes other than the SOA, a new signing window, NSEC3
+    and the NSEC/NSEC3 records around them (all signatures made in one batch, in worker
+    processes when there are many). ``owners`` (the ordered authoritative names and cuts of
+    ``old``) is updated in place on success. Returns ``None`` when the change needs a full
+    build: delegations, apex changes other than the SOA, a new signing window, NSEC3
     opt-out, or a changed negative TTL."""
     params = old.params
     origin = old.origin
@@ -245,7 +303,7 @@ def patch_zone(
     if params.nsec3_optout:
         return None
     for name in touched:
-        if old.find_cut(name) is not None:
+        if old.cuts and old.find_cut(name) is not None:
             return None  # a delegation, or occluded data below one
         new_node = records.get(name, {})
         if name != origin and RdataType.NS in new_node:
@@ -269,11 +327,8 @@ def patch_zone(
     rrsets = dict(old.rrsets)
     sigs = dict(old.sigs)
     names = set(old.names)
-    new_owners = list(owners)
-
-    def sign(rrset: dns.rrset.RRset) -> dns.rrset.RRset:
-        rrsig = keys.key_for(rrset.rdtype).sign(rrset, origin, inception, expiration)
-        return dns.rrset.from_rdata(rrset.name, rrset.ttl, rrsig)
+    order = owners.copy()
+    pending: list[dns.rrset.RRset] = []  # signed in one batch at the end
 
     added: set[Name] = set()
     removed: set[Name] = set()
@@ -284,67 +339,70 @@ def patch_zone(
             node = {**node, **kept}
         if node:
             rrsets[name] = node
-            sigs[name] = {
-                t: sign(r) for t, r in node.items() if t not in (RdataType.NSEC, RdataType.NSEC3)
-            }
-            if not _contains(new_owners, name):
-                bisect.insort(new_owners, name)
+            sigs[name] = {}
+            pending.extend(r for t, r in node.items() if t not in _CHAIN_TYPES)
+            if order.insert(name):
                 added.add(name)
         else:
             rrsets.pop(name, None)
             sigs.pop(name, None)
-            if _contains(new_owners, name):
-                new_owners.pop(bisect.bisect_left(new_owners, name))
+            if order.remove(name):
                 removed.add(name)
 
     # the set of existing names: owners plus their ancestors (empty non-terminals)
+    depth = len(origin)
     changed_names: set[Name] = set()
     for name in added:
-        for n in (name, *_ancestors(name, origin)):
-            if n not in names:
-                names.add(n)
-                changed_names.add(n)
+        if name not in names:
+            names.add(name)
+            changed_names.add(name)
+        labels = name.labels
+        while len(labels) > depth + 1:
+            labels = labels[1:]
+            parent = HashedName(labels)
+            if parent in names:
+                break
+            names.add(parent)
+            changed_names.add(parent)
     for name in removed:
-        for n in (name, *_ancestors(name, origin)):
-            if n == origin:
+        current = name
+        while current != origin:
+            if current in order or order.has_descendant(current):
                 break
-            if _contains(new_owners, n) or _has_descendant(new_owners, n):
-                break
-            if n in names:
-                names.discard(n)
-                changed_names.add(n)
+            if current in names:
+                names.discard(current)
+                changed_names.add(current)
+            current = current.parent()
 
     nsec_chain = old.nsec_chain
     nsec3 = old.nsec3
     ttl = old.negative_ttl
     if params.denial == "nsec":
-        nsec_chain = new_owners
+        nsec_chain = order.names
         refresh: set[Name] = set()
         for name in touched | added | removed:
-            index = bisect.bisect_left(nsec_chain, name)
-            if _contains(nsec_chain, name):
+            index = order.index(name)
+            if name in order:
                 refresh.add(name)
             refresh.add(nsec_chain[index - 1])  # the predecessor (wraps to the last)
         for owner in refresh:
-            i = bisect.bisect_left(nsec_chain, owner)
+            i = order.index(owner)
             nxt = nsec_chain[(i + 1) % len(nsec_chain)]
             node = dict(rrsets[owner])
             node.pop(RdataType.NSEC, None)
-            types = [*node, RdataType.RRSIG, RdataType.NSEC]
-            windows = Bitmap.from_rdtypes(types).windows
-            rd = NSEC(dns.rdataclass.IN, RdataType.NSEC, nxt, windows)  # type: ignore[no-untyped-call]
-            nsec_rrset = dns.rrset.from_rdata(owner, ttl, rd)
+            windows = _type_windows([*node, RdataType.RRSIG, RdataType.NSEC])
+            nsec_rrset = make_rrset(owner, ttl, RdataType.NSEC, (make_nsec(nxt, windows),))
             node[RdataType.NSEC] = nsec_rrset
             rrsets[owner] = node
-            owner_sigs = dict(sigs.get(owner, {}))
-            owner_sigs[RdataType.NSEC] = sign(nsec_rrset)
-            sigs[owner] = owner_sigs
+            pending.append(nsec_rrset)
     else:
         assert old.nsec3 is not None
-        nsec3 = _patch_nsec3(old.nsec3, rrsets, sigs, touched, changed_names, names, ttl, sign)
+        nsec3 = _patch_nsec3(old.nsec3, rrsets, sigs, touched, changed_names, names, ttl, pending)
         if nsec3 is None:
             return None
-    owners[:] = new_owners
+
+    _sign_pending(pending, sigs, keys, origin, inception, expiration)
+    owners.keys, owners.names = order.keys, order.names
     return SignedZone(
         origin=origin,
         rrsets=rrsets,
@@ -359,9 +417,31 @@ def patch_zone(
     )
 
 
-def _contains(sorted_names: list[Name], name: Name) -> bool:
-    index = bisect.bisect_left(sorted_names, name)
-    return index < len(sorted_names) and sorted_names[index] == name
+def _sign_pending(
+    pending: list[dns.rrset.RRset],
+    sigs: dict[Name, dict[RdataType, dns.rrset.RRset]],
+    keys: ZoneKeys,
+    origin: Name,
+    inception: int,
+    expiration: int,
+) -> None:
+    """Sign ``pending`` into ``sigs`` (each owner's entry a new dict: ``sigs`` is a copy of the
+    old snapshot's, whose entries are not modified)."""
+    by_key: dict[int, tuple[SigningKey, list[dns.rrset.RRset]]] = {}
+    for rrset in pending:
+        key = keys.key_for(rrset.rdtype)
+        by_key.setdefault(id(key), (key, []))[1].append(rrset)
+    fresh: dict[Name, dict[RdataType, dns.rrset.RRset]] = {}
+    for key, group in by_key.values():
+        signer = key.rrset_signer(origin, inception, expiration)
+        for rrset, rrsig in zip(group, signer.sign_many(group, parallel=True), strict=True):
+            owner = rrset.name
+            entry = fresh.get(owner)
+            if entry is None:
+                entry = fresh[owner] = dict(sigs.get(owner, {}))
+                sigs[owner] = entry
+            entry[rrset.rdtype] = make_rrset(owner, rrset.ttl, RdataType.RRSIG, (rrsig,),
+                                             rrset.rdtype)  # fmt: skip
 
 
 def _patch_nsec3(
@@ -372,7 +452,7 @@ def _patch_nsec3(
     changed_names: set[Name],
     names: set[Name],
     ttl: int,
-    sign: Callable[[dns.rrset.RRset], dns.rrset.RRset],
+    pending: list[dns.rrset.RRset],
 ) -> Nsec3Chain | None:
     chain = Nsec3Chain(
         origin=old.origin,
@@ -407,36 +487,30 @@ def _patch_nsec3(
         if name in names:
             refresh.add(chain.hash(name))
     for digest in refresh:
-        if digest not in chain.owner_of:
+        owner_name = chain.owner_of.get(digest)
+        if owner_name is None:
             continue
-        owner = chain.owner_of[digest]
-        original = chain.original[owner]
+        original = chain.original[owner_name]
         types: list[RdataType] = [t for t in rrsets.get(original, {}) if t != RdataType.NSEC3]
         if types:
             types.append(RdataType.RRSIG)
         i = bisect.bisect_left(chain.hashes, digest)
         nxt = chain.hashes[(i + 1) % len(chain.hashes)]
-        rd = NSEC3(  # type: ignore[no-untyped-call]
-            dns.rdataclass.IN,
-            RdataType.NSEC3,
-            1,
-            0,
-            chain.iterations,
-            chain.salt,
-            nxt,
-            Bitmap.from_rdtypes(types).windows,
-        )
-        rrset = dns.rrset.from_rdata(owner, ttl, rd)
-        chain.rrsets[owner] = rrset
-        sigs[owner] = {RdataType.NSEC3: sign(rrset)}
+        rd = make_nsec3(0, chain.iterations, chain.salt, nxt, _type_windows(types))
+        rrset = make_rrset(owner_name, ttl, RdataType.NSEC3, (rd,))
+        chain.rrsets[owner_name] = rrset
+        sigs[owner_name] = {}
+        pending.append(rrset)
     return chain
 
 
-def sorted_owners(snapshot: SignedZone) -> list[Name]:
-    """Authoritative names and delegation points of ``snapshot``, canonically sorted."""
+def sorted_owners(snapshot: SignedZone) -> OwnerOrder:
+    """Authoritative names and delegation points of ``snapshot``, in canonical order."""
+    if not snapshot.cuts:
+        return OwnerOrder(snapshot.rrsets)
     out = []
     for name in snapshot.rrsets:
         cut = snapshot.find_cut(name)
         if cut is None or cut == name:
             out.append(name)
-    return sorted(out)
+    return OwnerOrder(out)

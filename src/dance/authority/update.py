@@ -28,6 +28,7 @@ import dns.update
 from dns.rdtypes.ANY.SOA import SOA
 
 from dance.authority.store import SIGNER_TYPES, Records
+from dance.zone.signing import hashed
 
 __all__ = ["UpdatePolicy", "UpdateResult", "apply_update", "check_policy"]
 
@@ -202,7 +203,7 @@ class _Working:
         node = self.nodes.get(name)
         if node is None:
             node = {t: copy.copy(rds) for t, rds in self.base.get(name, {}).items()}
-            self.nodes[name] = node
+            self.nodes[hashed(name)] = node  # (the new records' key: its hash is kept)
         return node
 
     def peek(self, name: Name) -> dict[RdataType, dns.rdataset.Rdataset]:

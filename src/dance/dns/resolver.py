@@ -100,14 +100,29 @@ _ZoneEntry = ZoneKeys | _NotCut | _Insecure | _Failed
 
 
 class _Lookup:
-    """Per-lookup state: the time, the signature budget and the query count."""
+    """Per-lookup state: the time, the signature budget, the query count, and the queries
+    sent ahead for the chain of trust (by name and type)."""
 
-    __slots__ = ("budget", "now", "queries")
+    __slots__ = ("budget", "now", "prefetched", "queries")
 
     def __init__(self, now: float, limits: Limits) -> None:
         self.now = now
         self.budget = Budget(limits)
         self.queries = 0
+        self.prefetched: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]] = {}
+
+    def cancel_prefetched(self) -> None:
+        for fut in self.prefetched.values():
+            if fut.done():
+                if not fut.cancelled():
+                    fut.exception()  # mark retrieved
+            else:
+                fut.cancel()
+
+
+#: The chain of trust is asked for ahead of the answer only this many zone levels below the
+#: anchor (a DS and a DNSKEY query per level): deeper names get it level by level.
+_EARLY_LEVELS = 4
 
 
 class TLSAResolver:
@@ -328,10 +343,14 @@ class TLSAResolver:
         expires = math.inf
         seen = {qname}
         try:
-            for _ in range(self.limits.max_cname_chain + 1):
-                if self.anchors.closest(name) is None:
+            for hop in range(self.limits.max_cname_chain + 1):
+                anchor = self.anchors.closest(name)
+                if anchor is None:
                     raise Stop(Outcome.INSECURE, Reason.NO_ANCHOR, now + self.cache_config.max_ttl)
-                msg = await self._query(ctx, name, qtype)
+                query = asyncio.ensure_future(self._query(ctx, name, qtype))
+                if hop == 0:
+                    self._ask_chain_early(ctx, anchor, name)
+                msg = await query
                 answer = await self._judge(ctx, name, qtype, msg)
                 expires = min(expires, answer.expires)
                 if answer.cname_target is None:
@@ -343,6 +362,39 @@ class TLSAResolver:
             return Outcome.BOGUS, Reason.CNAME_LOOP, None, now
         except Stop as stop:
             return stop.outcome, stop.reason, None, stop.expires or now
+        finally:
+            ctx.cancel_prefetched()
+
+    def _ask_chain_early(self, ctx: _Lookup, anchor: ZoneAnchor, name: dns.name.Name) -> None:
+        """Send, with the query for the answer, the DNSKEY and DS queries the chain of trust
+        will need: the path from the anchor to ``name`` is known before any answer. Every zone
+        candidate (each ancestor of ``name`` not yet in the zone cache) gets both; answers for
+        names that turn out not to be zones are not used. Limited to :data:`_EARLY_LEVELS`
+        levels and to a third of the query budget."""
+        now = ctx.now
+        top = len(anchor.zone)
+        depth = len(name) - 1 - top
+        if depth > _EARLY_LEVELS or not name.is_subdomain(anchor.zone):
+            return
+        wanted: list[tuple[dns.name.Name, int]] = []
+        hit = self._zones.get(anchor.zone, now)
+        if hit is None:
+            wanted.append((anchor.zone, DNSKEY))
+        elif not isinstance(hit[0], ZoneKeys):
+            return  # cached as insecure or failed: decided without more queries
+        for i in range(1, depth + 1):
+            zone = name.split(top + i)[1]
+            cached = self._zones.get(zone, now)
+            if cached is None:
+                wanted.append((zone, DS))
+                wanted.append((zone, DNSKEY))
+            elif not isinstance(cached[0], ZoneKeys | _NotCut):
+                return
+        if 3 * len(wanted) > self.limits.max_queries:
+            return
+        for key in wanted:
+            if key not in ctx.prefetched:
+                ctx.prefetched[key] = asyncio.ensure_future(self._query(ctx, *key))
 
     async def _judge(
         self, ctx: _Lookup, qname: dns.name.Name, qtype: int, msg: dns.message.Message
@@ -409,7 +461,9 @@ class TLSAResolver:
         def prefetch(name: dns.name.Name, rdtype: int) -> asyncio.Future[dns.message.Message]:
             fut = tasks.get((name, rdtype))
             if fut is None:
-                fut = asyncio.ensure_future(self._query(ctx, name, rdtype))
+                fut = ctx.prefetched.get((name, rdtype))  # asked for with the answer
+                if fut is None:
+                    fut = asyncio.ensure_future(self._query(ctx, name, rdtype))
                 tasks[(name, rdtype)] = fut
             return fut
 

@@ -160,12 +160,7 @@ class ZoneKeys:
     def _public_key(self, key: DNSKEY) -> object | None:
         ident = key.to_digestable()
         if ident not in self._public:
-            try:
-                cls = dns.dnssecalgs.get_algorithm_cls_from_dnskey(key).public_cls
-                self._public[ident] = cls.from_dnskey(key)
-            except Exception:  # unsupported or malformed key material
-                log.debug("unusable DNSKEY in %s", self.zone, exc_info=True)
-                self._public[ident] = None
+            self._public[ident] = _parsed_public_key(ident, key, self.zone)
         return self._public[ident]
 
     def verify(
@@ -201,6 +196,28 @@ class ZoneKeys:
             self._verified.add(memo)
             return True
         return False
+
+
+#: Public keys parsed from DNSKEY RDATA, shared by every resolver of the process (a pure
+#: function of the bytes: a key seen again, e.g. by a new resolver, is not parsed again).
+_PUBLIC_KEYS: dict[bytes, object | None] = {}
+_PUBLIC_KEYS_MAX = 1024
+
+
+def _parsed_public_key(ident: bytes, key: DNSKEY, zone: dns.name.Name) -> object | None:
+    if ident in _PUBLIC_KEYS:
+        return _PUBLIC_KEYS[ident]
+    public: object | None
+    try:
+        cls = dns.dnssecalgs.get_algorithm_cls_from_dnskey(key).public_cls
+        public = cls.from_dnskey(key)
+    except Exception:  # unsupported or malformed key material
+        log.debug("unusable DNSKEY in %s", zone, exc_info=True)
+        public = None
+    if len(_PUBLIC_KEYS) >= _PUBLIC_KEYS_MAX:
+        _PUBLIC_KEYS.clear()
+    _PUBLIC_KEYS[ident] = public
+    return public
 
 
 def _signature_data(rrset: dns.rrset.RRset, sig: RRSIG) -> bytes:

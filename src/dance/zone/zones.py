@@ -31,12 +31,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from dns.dnssectypes import DSDigest
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
-from dns.rdtypes.ANY.NSEC import NSEC
-from dns.rdtypes.ANY.NSEC3 import NSEC3
 from dns.rdtypes.ANY.NSEC3PARAM import NSEC3PARAM
 from dns.rdtypes.ANY.RRSIG import RRSIG
 from dns.rdtypes.ANY.SOA import SOA
 from dns.rdtypes.util import Bitmap
+
+from dance.zone.signing import (
+    HashedName,
+    RRsetSigner,
+    SignatureStore,
+    canonical_wire,
+    make_nsec,
+    make_nsec3,
+    make_rrset,
+)
 
 __all__ = [
     "DEFAULT_VALIDITY",
@@ -99,6 +107,9 @@ class SigningKey:
 
     private_key: PrivateKey = field(repr=False)
     dnskey: DNSKEY
+    _signers: dict[tuple[Name, int, int], RRsetSigner] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def generate(cls, algorithm: int, *, ksk: bool) -> SigningKey:
@@ -130,17 +141,26 @@ class SigningKey:
         owner: Name | None = None,
     ) -> RRSIG:
         """Sign ``rrset`` (optionally as if it were owned by ``owner``, e.g. a wildcard)."""
-        name = owner if owner is not None else rrset.name
-        rdataset = dns.rdataset.from_rdata_list(rrset.ttl, list(rrset))
-        return dns.dnssec.sign(
-            (name, rdataset),
-            self.private_key,
-            signer,
-            self.dnskey,
-            inception=inception,
-            expiration=expiration,
-            origin=signer,
-        )
+        return self.rrset_signer(signer, inception, expiration).sign(rrset, owner)
+
+    def rrset_signer(self, signer: Name, inception: int, expiration: int) -> RRsetSigner:
+        """The signer of this key for ``signer``'s zone and one validity window (kept for the
+        last few windows asked for)."""
+        memo = self._signers
+        key = (signer, inception, expiration)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= 4:
+                memo.clear()
+            found = RRsetSigner(
+                self.private_key, self.dnskey, signer, inception, expiration, self.signature_store()
+            )
+            memo[key] = found
+        return found
+
+    def signature_store(self) -> SignatureStore | None:
+        """Where signatures are remembered (none here; see ``dance.authority.signer``)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -184,9 +204,7 @@ class SigningParams:
 
 def nsec3_hash_bytes(name: Name, salt: bytes, iterations: int) -> bytes:
     """RFC 5155 section 5 hash (SHA-1) of ``name`` in canonical wire form."""
-    wire = name.canonicalize().to_wire()
-    assert wire is not None
-    digest = hashlib.sha1(wire + salt).digest()  # noqa: S324 (RFC 5155 mandates SHA-1)
+    digest = hashlib.sha1(canonical_wire(name) + salt).digest()  # noqa: S324 (RFC 5155 mandates SHA-1)
     for _ in range(iterations):
         digest = hashlib.sha1(digest + salt).digest()  # noqa: S324
     return digest
@@ -213,7 +231,7 @@ class Nsec3Chain:
         return nsec3_hash_bytes(name, self.salt, self.iterations)
 
     def owner_name(self, digest: bytes) -> Name:
-        return Name((_b32hex(digest).encode("ascii"), *self.origin.labels))
+        return HashedName((_b32hex(digest).encode("ascii"), *self.origin.labels))
 
     def matching(self, name: Name) -> Name | None:
         """Hashed owner of the NSEC3 that matches ``name``, if any."""
@@ -335,6 +353,46 @@ def _as_rdtype(rdtype: str | int) -> RdataType:
     return dns.rdatatype.from_text(rdtype) if isinstance(rdtype, str) else RdataType.make(rdtype)
 
 
+def _rrset_of(owner: Name, rds: dns.rdataset.Rdataset) -> dns.rrset.RRset:
+    """An RRset holding the records of ``rds`` (their hashes are not computed again)."""
+    rrset = dns.rrset.RRset(owner, rds.rdclass, rds.rdtype, rds.covers)
+    rrset.ttl = rds.ttl
+    rrset.items = dict(rds.items)
+    return rrset
+
+
+def _with_ancestors(names: Iterable[Name], origin: Name) -> set[Name]:
+    """``names`` (all at or below ``origin``) and every ancestor of theirs down to ``origin``
+    (the empty non-terminals). Ancestors are found by label tuples, each made a name once."""
+    out = set(names)
+    depth = len(origin)
+    seen: set[tuple[bytes, ...]] = set()
+    for n in out.copy():
+        labels = n.labels
+        while len(labels) > depth:
+            labels = labels[1:]
+            if labels in seen:
+                break
+            seen.add(labels)
+            out.add(HashedName(labels))
+    return out
+
+
+class _WindowCache:
+    """NSEC/NSEC3 type bitmap windows by set of types (a zone has few distinct sets)."""
+
+    def __init__(self) -> None:
+        self._known: dict[frozenset[RdataType], tuple[object, ...]] = {}
+
+    def get(self, types: Iterable[RdataType]) -> tuple[object, ...]:
+        key = frozenset(types)
+        found = self._known.get(key)
+        if found is None:
+            found = tuple(Bitmap.from_rdtypes(sorted(key)).windows)
+            self._known[key] = found
+        return found
+
+
 class Zone:
     """A zone under construction: ``Zone("example.test").add("www", "A", "192.0.2.1").sign()``.
 
@@ -424,6 +482,39 @@ class Zone:
         rdataset.add(rd, self.ttl if ttl is None else ttl)
         if ttl is not None:
             rdataset.update_ttl(ttl)
+        self._dirty = True
+        return self
+
+    def add_rdataset(self, name: str | Name, rdataset: dns.rdataset.Rdataset) -> Zone:
+        """Add every record of ``rdataset`` with its TTL: what :meth:`add` does for each, with
+        the same checks, in one step (the records are not parsed or hashed again)."""
+        if not len(rdataset):
+            return self
+        owner = self.name(name)
+        if not owner.is_subdomain(self.origin):
+            raise ValueError(f"{owner} is not in zone {self.origin}")
+        rtype = RdataType.make(rdataset.rdtype)
+        if rdataset.rdclass != IN:
+            raise ValueError(f"{owner} {rtype.name}: only class IN")
+        if rtype in _SIGNER_TYPES:
+            raise ValueError(f"{rtype.name} records are created by the signer")
+        if rtype == RdataType.DS and owner not in self._delegations:
+            raise ValueError("DS records belong to delegations: use delegate(..., ds=...)")
+        node = self._data.get(owner, {})
+        if rtype == RdataType.CNAME and any(t != RdataType.CNAME for t in node):
+            raise ValueError(f"CNAME at {owner} cannot coexist with other data")
+        if rtype != RdataType.CNAME and RdataType.CNAME in node:
+            raise ValueError(f"{owner} already has a CNAME")
+        if rtype == RdataType.CNAME and owner == self.origin:
+            raise ValueError("no CNAME at the zone apex")
+        self._data[owner] = node
+        existing = node.get(rtype)
+        if existing is None:
+            node[rtype] = rdataset.copy()  # type: ignore[no-untyped-call]
+        else:
+            for rd in rdataset:
+                existing.add(rd, rdataset.ttl)
+            existing.update_ttl(rdataset.ttl)
         self._dirty = True
         return self
 
@@ -632,10 +723,7 @@ class Zone:
         origin = self.origin
         data: dict[Name, dict[RdataType, dns.rrset.RRset]] = {}
         for owner, node in self._data.items():
-            data[owner] = {
-                rtype: dns.rrset.from_rdata_list(owner, rds.ttl, list(rds))
-                for rtype, rds in node.items()
-            }
+            data[owner] = {rtype: _rrset_of(owner, rds) for rtype, rds in node.items()}
         for cut, records in self._delegation_ds().items():
             data.setdefault(cut, {})[RdataType.DS] = dns.rrset.from_rdata_list(
                 cut, self._ttl_of(cut, RdataType.NS), records
@@ -645,23 +733,21 @@ class Zone:
         assert isinstance(soa_rd, SOA)
         negative_ttl = min(soa_rrset.ttl, soa_rd.minimum)
 
-        cuts = frozenset(n for n, node in data.items() if n != origin and RdataType.NS in node)
-        occluded = {n for n in data if any(n != c and n.is_subdomain(c) for c in cuts)}
-        authoritative = {n for n in data if n not in occluded and n not in cuts}
-        names = set(authoritative) | set(cuts)
-        for n in list(names):
-            current = n
-            while current != origin:
-                current = current.parent()
-                names.add(current)
+        cuts = frozenset(n for n, node in data.items() if RdataType.NS in node and n != origin)
+        if cuts:
+            occluded = {n for n in data if any(n != c and n.is_subdomain(c) for c in cuts)}
+            authoritative = {n for n in data if n not in occluded and n not in cuts}
+        else:
+            authoritative = set(data)
+        names = _with_ancestors(authoritative | cuts, origin)
 
         keys = self._keys if params is not None else None
         sigs: dict[Name, dict[RdataType, dns.rrset.RRset]] = {}
         nsec_chain: list[Name] = []
         nsec3: Nsec3Chain | None = None
         if params is not None and keys is not None:
-            data[origin][RdataType.DNSKEY] = dns.rrset.from_rdata_list(
-                origin, self.ttl, keys.dnskeys()
+            data[origin][RdataType.DNSKEY] = make_rrset(
+                origin, self.ttl, RdataType.DNSKEY, keys.dnskeys()
             )
             if params.denial == "nsec3":
                 data[origin][RdataType.NSEC3PARAM] = dns.rrset.from_rdata(
@@ -676,38 +762,26 @@ class Zone:
                         params.nsec3_salt,
                     ),
                 )
-
-            def sign(rrset: dns.rrset.RRset) -> None:
-                key = keys.key_for(rrset.rdtype)
-                rrsig = key.sign(rrset, origin, params.inception, params.expiration)
-                sigs.setdefault(rrset.name, {})[rrset.rdtype] = dns.rrset.from_rdata(
-                    rrset.name, rrset.ttl, rrsig
-                )
-
-            for owner in authoritative:
-                for rrset in data[owner].values():
-                    sign(rrset)
-            for cut in cuts:
-                if RdataType.DS in data[cut]:
-                    sign(data[cut][RdataType.DS])
-
+            to_sign = [rrset for owner in authoritative for rrset in data[owner].values()]
+            to_sign.extend(data[cut][RdataType.DS] for cut in cuts if RdataType.DS in data[cut])
             if params.denial == "nsec":
-                nsec_chain = sorted(authoritative | set(cuts))
+                nsec_chain = sorted(authoritative | cuts)
+                windows = _WindowCache()
                 for i, owner in enumerate(nsec_chain):
                     nxt = nsec_chain[(i + 1) % len(nsec_chain)]
                     types = [*data[owner]]
                     if owner in cuts:
                         types = [t for t in types if t in (RdataType.NS, RdataType.DS)]
                     types += [RdataType.RRSIG, RdataType.NSEC]
-                    windows = Bitmap.from_rdtypes(types).windows
-                    nsec = NSEC(IN, RdataType.NSEC, nxt, windows)  # type: ignore[no-untyped-call]
-                    rrset = dns.rrset.from_rdata(owner, negative_ttl, nsec)
+                    rrset = make_rrset(
+                        owner, negative_ttl, RdataType.NSEC, [make_nsec(nxt, windows.get(types))]
+                    )
                     data[owner][RdataType.NSEC] = rrset
-                    sign(rrset)
+                    to_sign.append(rrset)
             else:
                 nsec3 = self._build_nsec3(params, data, authoritative, cuts, negative_ttl)
-                for rrset in nsec3.rrsets.values():
-                    sign(rrset)
+                to_sign.extend(nsec3.rrsets.values())
+            self._sign_all(keys, to_sign, params, sigs)
         return SignedZone(
             origin=origin,
             rrsets=data,
@@ -720,6 +794,27 @@ class Zone:
             params=params,
             negative_ttl=negative_ttl,
         )
+
+    def _sign_all(
+        self,
+        keys: ZoneKeys,
+        rrsets: list[dns.rrset.RRset],
+        params: SigningParams,
+        sigs: dict[Name, dict[RdataType, dns.rrset.RRset]],
+    ) -> None:
+        """Sign ``rrsets`` (DNSKEY with the KSK, the rest with the ZSK) into ``sigs``; many
+        signatures are made in worker processes."""
+        origin = self.origin
+        by_key: dict[int, tuple[SigningKey, list[dns.rrset.RRset]]] = {}
+        for rrset in rrsets:
+            key = keys.key_for(rrset.rdtype)
+            by_key.setdefault(id(key), (key, []))[1].append(rrset)
+        for key, group in by_key.values():
+            signer = key.rrset_signer(origin, params.inception, params.expiration)
+            for rrset, rrsig in zip(group, signer.sign_many(group, parallel=True), strict=True):
+                sigs.setdefault(rrset.name, {})[rrset.rdtype] = make_rrset(
+                    rrset.name, rrset.ttl, RdataType.RRSIG, (rrsig,), rrset.rdtype
+                )
 
     def _ttl_of(self, owner: Name, rdtype: RdataType) -> int:
         rds = self._data.get(owner, {}).get(rdtype)
@@ -738,11 +833,7 @@ class Zone:
         members = set(authoritative) | secure_cuts
         if not params.nsec3_optout:
             members |= cuts
-        for n in list(members):  # empty non-terminals (RFC 5155 section 7.1)
-            current = n
-            while current != origin:
-                current = current.parent()
-                members.add(current)
+        members = _with_ancestors(members, origin)  # empty non-terminals (RFC 5155 7.1)
         salt, iterations = params.nsec3_salt, params.nsec3_iterations
         by_hash: dict[bytes, Name] = {}
         for n in members:
@@ -762,31 +853,26 @@ class Zone:
             original={},
             rrsets={},
         )
+        windows = _WindowCache()
+        owner_of, original_of, rrsets = chain.owner_of, chain.original, chain.rrsets
+        count = len(hashes)
         for i, digest in enumerate(hashes):
             original = by_hash[digest]
-            node = data.get(original, {})
-            types = list(node)
+            node = data.get(original)
+            types = list(node) if node else []
             if original in cuts:
+                assert node is not None
                 types = [t for t in types if t in (RdataType.NS, RdataType.DS)]
                 if RdataType.DS in node:
                     types.append(RdataType.RRSIG)
             elif types:
                 types.append(RdataType.RRSIG)
-            nxt = hashes[(i + 1) % len(hashes)]
-            rd = NSEC3(  # type: ignore[no-untyped-call]
-                IN,
-                RdataType.NSEC3,
-                _SHA1,
-                flags,
-                iterations,
-                salt,
-                nxt,
-                Bitmap.from_rdtypes(types).windows,
-            )
+            nxt = hashes[(i + 1) % count]
+            rd = make_nsec3(flags, iterations, salt, nxt, windows.get(types))
             owner = chain.owner_name(digest)
-            chain.owner_of[digest] = owner
-            chain.original[owner] = original
-            chain.rrsets[owner] = dns.rrset.from_rdata(owner, ttl, rd)
+            owner_of[digest] = owner
+            original_of[owner] = original
+            rrsets[owner] = make_rrset(owner, ttl, RdataType.NSEC3, (rd,))
         return chain
 
     @property

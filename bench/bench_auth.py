@@ -88,8 +88,8 @@ def main() -> None:
         print(f"  {label:<52} {value:>10,.0f} /s  (target >= 100,000/s) {verdict}")
     print(f"  counters: {auth.stats()}")
     out = Results("bench_auth", quick=args.quick)
-    for label, value in rows:
-        out.add(label, value, "/CPU-s", target=">= 100000")
+    for i, (label, value) in enumerate(rows):  # the target is on the first
+        out.add(label, value, "/CPU-s", target=">= 100000" if i == 0 else None)
     out.write()
 
 

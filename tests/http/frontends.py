@@ -19,10 +19,12 @@ from dance.testkit.frontends import (
     wait_port,
     wsgi_backend,
 )
+from dance.testkit.servers import Proc
 
 __all__ = [
     "DANCE",
     "HAPROXY_LUA",
+    "Proc",
     "TlsFiles",
     "client_files",
     "echo_backend",

@@ -222,6 +222,17 @@ def proxy_main(args: argparse.Namespace) -> None:
             async with server:
                 await stop.wait()
 
+    if args.profile:  # --profile FILE: cProfile of the proxy process (the last round's)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(main())
+        finally:
+            profiler.disable()
+            profiler.dump_stats(f"{args.profile}.{args.impl}")
+        return
     asyncio.run(main())
 
 
@@ -274,9 +285,11 @@ class Child:
             self.proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
@@ -329,29 +342,39 @@ def bench(args: argparse.Namespace) -> int:
             common = ["--cert", server_cert, "--key", server_key, "--backend", str(backend.port)]
             common += ["--dns", f"{dns.address[0]}:{dns.address[1]}"]
             common += ["--anchor", str(d / "anchor.txt")]
+            if args.profile:
+                common += ["--profile", args.profile]
             for round_ in range(args.rounds):
                 for impl in ("old", "new"):
                     proxy = Child("--role", "proxy", "--impl", impl, *common)
                     try:
                         run_load(proxy.port, 0.5, 2, files)  # warm-up: the DNS lookup, caches
-                        cpu0 = cpu_seconds(proxy.proc.pid)
+                        user0, sys0 = cpu_seconds(proxy.proc.pid)
                         count = run_load(proxy.port, args.seconds, args.connections, files)
-                        cpu = cpu_seconds(proxy.proc.pid) - cpu0
+                        user1, sys1 = cpu_seconds(proxy.proc.pid)
                     finally:
                         proxy.stop()
+                    user, system = user1 - user0, sys1 - sys0
+                    cpu = user + system
                     rate = count / cpu if cpu else 0.0
                     rates[impl].append(rate)
                     print(
                         f"  round {round_ + 1} {impl}: {count:6d} requests, proxy CPU "
-                        f"{cpu:5.2f} s -> {rate:6.0f} requests per CPU-second"
+                        f"{cpu:5.2f} s (user {user:5.2f}, system {system:5.2f}) -> "
+                        f"{rate:6.0f} requests per CPU-second"
                     )
     finally:
         backend.stop()
         shutil.rmtree(d, ignore_errors=True)
     old, new = statistics.median(rates["old"]), statistics.median(rates["new"])
+    pairs = [n / o for o, n in zip(rates["old"], rates["new"], strict=True) if o]
     print(f"median old (hand-written relay): {old:6.0f} requests per proxy CPU-second")
-    print(f"median new (h11 + strict checks): {new:6.0f} requests per proxy CPU-second")
+    print(f"median new (strict reader, relay): {new:6.0f} requests per proxy CPU-second")
     print(f"new / old: {new / old:.1%} (target >= 90%)")
+    print(
+        f"per round (new / old of the same round): {', '.join(f'{r:.1%}' for r in pairs)}; "
+        f"median {statistics.median(pairs):.1%}"
+    )
     return 0
 
 
@@ -365,6 +388,7 @@ def main() -> int:
     for opt in ("--cert", "--key", "--ca", "--dns", "--anchor"):
         p.add_argument(opt)
     p.add_argument("--backend", type=int)
+    p.add_argument("--profile", help="write the proxy's cProfile stats to FILE.old / FILE.new")
     p.add_argument("--port", type=int)
     args = p.parse_args()
     if args.role == "backend":

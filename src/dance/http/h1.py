@@ -1,45 +1,54 @@
-"""Strict HTTP/1.1 request reading, sans I/O: bytes in, h11 events out.
+"""Strict HTTP/1.1 request reading, sans I/O: bytes in, request events out.
 
-h11 parses (request line, header fields, Content-Length and chunked bodies); this module adds the
-checks where h11 is lenient, and decides where each request head starts, so that h11 only ever
-sees heads that passed them:
+Request heads are parsed by llhttp (Node.js's parser, through ``httptools``), chunked bodies by
+h11; both are maintained parsers. This module adds the checks where they are lenient or disagree
+with other servers, and decides where each request head starts, so that the parsers only ever
+see heads that passed them:
 
 - a head ends at the first CRLF CRLF and is at most ``max_head`` bytes (``head-too-large``);
-- in the head, a CR not followed by LF or an LF not preceded by CR (h11 reads a bare LF as a
-  line end), a NUL or any other control character but HTAB, and obsolete line folding (h11
-  unfolds it) are refused (``bare-cr``, ``bare-lf``, ``control-character``, ``obs-fold``);
-- more than one Content-Length field, or a list value (h11 merges equal copies) is refused
-  (``several-content-length``); Transfer-Encoding together with Content-Length (h11 lets
-  Transfer-Encoding win) is refused (``te-and-cl``); Transfer-Encoding must be exactly one
-  field whose value is ``chunked`` (``bad-transfer-encoding``); HTTP/1.0 with Transfer-Encoding
-  is refused (RFC 9112 section 6.1);
+- in the head, a CR not followed by LF or an LF not preceded by CR (h11, http.server and others
+  read a bare LF as a line end), a NUL or any other control character but HTAB, and obsolete
+  line folding are refused (``bare-cr``, ``bare-lf``, ``control-character``, ``obs-fold``);
+- the head must match the RFC 9112 grammar as h11 reads it (request line ``token SP
+  1*VCHAR SP HTTP/d.d``, fields ``token ":" OWS value OWS``, no blank line first); llhttp must
+  parse it too and agree (same method, target, version, one field per line); anything else is
+  ``bad-request``, as are a missing (HTTP/1.1) or repeated Host, a Content-Length that is not 1
+  to 20 digits, and a method llhttp does not know;
+- more than one Content-Length field, or a list value, is refused (``several-content-length``);
+  Transfer-Encoding together with Content-Length is refused (``te-and-cl``); Transfer-Encoding
+  must be exactly one field whose value is ``chunked`` (``bad-transfer-encoding``); HTTP/1.0 with
+  Transfer-Encoding is refused (RFC 9112 section 6.1);
 - chunk-size lines must be 1 to 16 hex digits and CRLF: no chunk extension, no whitespace (h11
   accepts and drops extensions, and trailing whitespace); a request with trailer fields is
   refused (``bad-chunk``, ``trailers``);
 - only HTTP/1.0 and HTTP/1.1 (``bad-version``); no ``CONNECT`` and no ``Upgrade`` (``upgrade``):
-  the bytes after a protocol switch are not HTTP;
-- everything h11 refuses (bad token characters, whitespace before the colon, a bad request line,
-  a missing or repeated Host, a bad Content-Length, a bad chunk size, ...) is ``bad-request``.
+  the bytes after a protocol switch are not HTTP.
 
-Each request gets a fresh h11 connection: keep-alive is decided here (HTTP/1.1 unless
-``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``, which h11 does not
-support), so pipelined requests and HTTP/1.0 keep-alive requests all go through the same checks.
-Every refusal is an `HttpError` with a stable ``reason`` and the ``events`` read before the
-refused request in the same `feed` (pipelined requests before it); after one, the reader is dead.
+The reasons do not depend on which check finds a defect first: the checks run in a fixed order
+(raw bytes, framing fields, grammar and Host, version, upgrade, llhttp) on every head.
+
+Keep-alive is decided here (HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with
+``Connection: keep-alive``), so pipelined requests and HTTP/1.0 keep-alive requests all go
+through the same checks. A Content-Length body is handed on exactly as counted (nothing to
+parse); a chunked body is read by an h11 connection given the same head. Every refusal is an
+`HttpError` with a stable ``reason`` and the ``events`` read before the refused request in the
+same `feed` (pipelined requests before it); after one, the reader is dead.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import h11
+import httptools
 
 __all__ = [
     "DEFAULT_MAX_HEAD",
     "EndOfRequest",
+    "HeaderFields",
     "HttpError",
+    "Request",
     "RequestHead",
     "RequestReader",
     "normalize_name",
@@ -55,6 +64,36 @@ _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHUNK_LINE = re.compile(rb"(?:\r\n)?[0-9A-Fa-f]{1,16}\r\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _LAST_CHUNK = re.compile(rb"(?:\r\n)?0+\r\n\r\n")
+
+# The whole head, as h11 reads it (h11/_abnf.py, RFC 9112 sections 3 and 5), in one fullmatch at
+# C speed: request line ``token SP 1*VCHAR SP HTTP/d.d``, then fields ``token ":" OWS value OWS``
+# where the value is visible characters (obs-text included) separated by SP/HTAB runs. Any run
+# of VCHAR/obs-text/SP/HTAB splits that way, hence the single character class after the colon.
+# A head that matches has no control but HTAB, no bare CR or LF and no obs-fold.
+_TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE: Final = rb"(%s) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])\r\n" % _TOKEN
+_VALUE: Final = rb"[\t \x21-\x7e\x80-\xff]*"
+_HEAD: Final = re.compile(rb"%s(?:%s:%s\r\n)*\r\n" % (_REQUEST_LINE, _TOKEN, _VALUE))
+# The same, canonical: every field ``Name: value`` (one SP, a value that neither starts nor ends
+# with SP/HTAB), as `dance.http.relay` would write it again from the parsed fields. Tried first:
+# most heads are canonical (tests/http/test_h1_grammar.py: both agree with h11's grammar).
+_CANONICAL: Final = re.compile(
+    rb"%s(?:%s: (?![ \t])%s(?<![ \t])\r\n)*\r\n" % (_REQUEST_LINE, _TOKEN, _VALUE)
+)
+# The fields that decide framing and keep-alive, in a head in the grammar.
+_FRAMING_FIELD: Final = re.compile(
+    rb"\r\n(?=[CcHhTtUu])(?i:(host|content-length|transfer-encoding|connection|upgrade)):"
+    rb"[ \t]*([^\r]*)"
+)
+_CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,20}")  # h11: digits, at most 20
+_HOST, _CL, _TE, _CONNECTION, _UPGRADE = 1, 2, 3, 4, 5
+_FRAMING: Final = {
+    b"host": _HOST,
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+}
 
 
 class HttpError(ValueError):
@@ -77,30 +116,104 @@ def normalize_name(name: bytes | str) -> str:
     return text.lower().replace("_", "-")
 
 
-@dataclass(frozen=True)
-class RequestHead:
-    """A parsed request head: ``request`` is h11's event (validated by h11)."""
+class HeaderFields(list[tuple[bytes, bytes]]):
+    """A request's header fields in order: (name as sent, value without surrounding OWS)."""
 
-    request: h11.Request
+    __slots__ = ()
+
+    def raw_items(self) -> list[tuple[bytes, bytes]]:
+        """The fields (the name `h11.Headers` gives this)."""
+        return self
+
+
+class Request:
+    """A request line, and the header fields parsed by llhttp when first asked for."""
+
+    __slots__ = ("_fields", "http_version", "method", "raw", "target")
+
+    def __init__(self, method: bytes, target: bytes, http_version: bytes, raw: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version  # b"1.0" or b"1.1"
+        self.raw = raw  # the whole head, as validated (see the module docstring)
+        self._fields: HeaderFields | None = None
+
+    @property
+    def headers(self) -> HeaderFields:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = _parse_fields(self.raw)
+        return fields
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {self.target!r}, HTTP/{self.http_version.decode()})"
+
+
+class RequestHead(NamedTuple):
+    """A parsed request head."""
+
+    request: Request
     keep_alive: bool
     chunked: bool
     length: int  # Content-Length (0 when chunked or absent)
+    # The head is written as `dance.http.relay` would write it again: request line, fields
+    # ``Name: value`` (one SP, no other OWS), Content-Length without leading zeros.
+    canonical: bool = False
 
 
-@dataclass(frozen=True)
-class EndOfRequest:
+class EndOfRequest(NamedTuple):
     keep_alive: bool
 
 
 Event = RequestHead | h11.Data | EndOfRequest
+_KEEP_ALIVE: Final = EndOfRequest(True)
+_CLOSE: Final = EndOfRequest(False)
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    out: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            out.update(t.strip().lower() for t in value.split(b","))
-    return out
+class _Framing:
+    """llhttp's view of a request's framing: where the message ends."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class _Fields:
+    """llhttp's header fields."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields = HeaderFields()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value.strip(b" \t")))
+
+
+def _parse_fields(head: bytes) -> HeaderFields:
+    """The header fields of a head the reader accepted, by llhttp (which accepted it too)."""
+    sink = _Fields()
+    try:
+        httptools.HttpRequestParser(sink).feed_data(head)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+        raise HttpError("bad-request", f"llhttp: {exc}") from None
+    if len(sink.fields) + 2 != head.count(b"\r\n"):  # one field per line
+        raise HttpError("bad-request", "llhttp and the grammar disagree on the fields")
+    return sink.fields
+
+
+def _split_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of a head refused by the grammar, split on CRLF and the first colon: only to
+    find the reason for refusing it."""
+    fields = []
+    for line in head[:-4].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value))
+    return fields
 
 
 class RequestReader:
@@ -110,35 +223,66 @@ class RequestReader:
         self.max_head = max_head
         self._buf = bytearray()
         self._scanned = 0  # head bytes of _buf already checked by _BAD_HEAD
-        self._conn: h11.Connection | None = None  # the current request's (None: between)
-        self._head: RequestHead | None = None
+        self._head: RequestHead | None = None  # the current request's (None: between)
+        self._conn: h11.Connection | None = None  # chunked: h11 reads the body
         self._raw = bytearray()  # chunked: bytes given to h11, not yet accounted for
         self._fed = 0
         self._consumed = 0
         self._lines = bytearray()  # chunked: non-data bytes since the last data
         self._chunks = 0
-        self._remaining = 0  # Content-Length bytes not yet given to h11
+        self._remaining = 0  # Content-Length bytes still to come
+        # llhttp, over the connection's heads and Content-Length bodies (a new one after a
+        # chunked body, which h11 reads)
+        self._llhttp: httptools.HttpRequestParser | None = None
+        self._framing = _Framing()
         self.closed = False  # no more requests on this connection (Connection: close, error)
         self.dead = False
 
     @property
     def in_head(self) -> bool:
         """True between requests (waiting for or reading a head)."""
-        return self._conn is None
+        return self._head is None
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    @property
+    def partial_head(self) -> bool:
+        """True when the start of a request head is buffered, not the whole head yet."""
+        return self._head is None and bool(self._buf)
 
     def feed(self, data: bytes) -> list[Event]:
         if self.dead:
             raise HttpError("dead", "reader used after an error")
         if self.closed:
             return []  # bytes after the last request of the connection are ignored
-        self._buf += data
+        buf = self._buf
+        buf += data
         out: list[Event] = []
         try:
-            self._run(out)
+            # (h11 holds no chunked bytes once it asks for more: nothing to do without bytes)
+            while buf and not self.closed:
+                head = self._head
+                if head is None:
+                    head = self._next_head()
+                    if head is None:
+                        break
+                    out.append(head)
+                    if not head.chunked and not head.length:  # no body: the common case
+                        self._head = None
+                        if head.keep_alive:
+                            out.append(_KEEP_ALIVE)
+                        else:
+                            out.append(_CLOSE)
+                            self.closed = True
+                            buf.clear()
+                        continue
+                if head.chunked:
+                    if not self._chunked(head, out):
+                        break
+                elif not self._counted(head, out):
+                    break
         except HttpError as exc:
             self.dead = True
             exc.events = out
@@ -152,34 +296,38 @@ class RequestReader:
 
     def feed_eof(self) -> None:
         """The client closed: an error unless it stopped between requests."""
-        if not self.dead and not self.closed and (self._conn is not None or self._buf):
+        if not self.dead and not self.closed and (self._head is not None or self._buf):
             self.dead = True
             raise HttpError("incomplete", "connection closed inside a request")
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _run(self, out: list[Event]) -> None:
-        while not self.closed:
-            if self._conn is None:
-                head = self._take_head()
-                if head is None:
-                    break
-                out.append(self._start(head))
-            if not self._body(out):
-                break
-
-    def _take_head(self) -> bytes | None:
+    def _next_head(self) -> RequestHead | None:
+        """The next request head once it is whole; raises on bad bytes as soon as they come."""
         buf = self._buf
         if not buf:
             return None
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if 0 <= end <= self.max_head - 4:
+            # The common case, a whole head: the grammar admits no control but HTAB, CR only
+            # before LF, LF only after CR and no line starting with whitespace, so a head that
+            # matches it passes the byte checks below.
+            head = bytes(buf[: end + 4])
+            match = _CANONICAL.fullmatch(head)
+            canonical = match is not None
+            if match is None:
+                match = _HEAD.fullmatch(head)
+            if match is not None:
+                del buf[: end + 4]
+                self._scanned = 0
+                return self._start(head, match, canonical)
         stop = end + 4 if end >= 0 else len(buf) - (1 if buf.endswith(b"\r") else 0)
         if stop > self.max_head:
             raise HttpError("head-too-large", f"request head over {self.max_head} bytes")
         start = max(0, self._scanned - 1)
         region = bytes(buf[start:stop])
         crlf = region.count(b"\r\n")
-        clean = (  # the common case, at C speed; anything else gets the precise scan
+        clean = (  # at C speed; anything else gets the precise scan
             region.count(b"\r") == crlf == region.count(b"\n")
             and b"\n " not in region
             and b"\n\t" not in region
@@ -204,73 +352,125 @@ class RequestReader:
         head = region if start == 0 else bytes(buf[:stop])
         del buf[:stop]
         self._scanned = 0
-        return head
+        return self._start(head, None, False)  # not in the grammar (it would have matched above)
 
-    def _start(self, head: bytes) -> RequestHead:
-        lengths = 0
+    def _start(self, head: bytes, match: re.Match[bytes] | None, canonical: bool) -> RequestHead:
+        failure = ""  # why llhttp refused the head
+        method = target = version = b""
+        seen = self._framing
+        if match is not None:
+            method, target, version = match.groups()
+            framing = _FRAMING_FIELD.findall(head)
+            parser = self._llhttp  # kept from the request before when it saw all of it
+            if parser is None:
+                parser = self._llhttp = httptools.HttpRequestParser(seen)
+            seen.done = False
+            try:
+                parser.feed_data(head)
+            except httptools.HttpParserUpgrade:
+                pass  # CONNECT or Upgrade: refused below, with its own reason
+            except httptools.HttpParserError as exc:
+                failure = f"llhttp: {exc}"
+            if not failure and parser.get_method() != method:
+                failure = "llhttp and the grammar disagree on the method"
+        else:
+            framing = [(n, v) for n, v in _split_fields(head) if n.lower() in _FRAMING]
+        # The checks, always in this order (the reason must not depend on which parser saw what).
+        lengths = hosts = 0
+        length_value = b""
         te: list[bytes] = []
-        for line in head[:-4].split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            lname = name.lower()
-            if lname == b"content-length":
-                lengths += 1
-                if b"," in value:
-                    lengths += 1
-            elif lname == b"transfer-encoding":
+        connection: list[bytes] = []
+        upgrade = False
+        for name, value in framing:
+            kind = _FRAMING[name.lower()]
+            if kind == _HOST:
+                hosts += 1
+            elif kind == _CL:
+                length_value = value.strip(b" \t")
+                lengths += 2 if b"," in length_value else 1
+            elif kind == _TE:
                 te.append(value.strip(b" \t"))
+            elif kind == _CONNECTION:
+                connection.append(value)
+            else:
+                upgrade = True
         if lengths > 1:
             raise HttpError("several-content-length", "several Content-Length values")
         if te and lengths:
             raise HttpError("te-and-cl", "Transfer-Encoding with Content-Length")
         if te and te != [b"chunked"]:
             raise HttpError("bad-transfer-encoding", f"Transfer-Encoding {te!r}")
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-        conn.receive_data(head)
-        event = conn.next_event()
-        if not isinstance(event, h11.Request):  # a whole head always gives a Request
-            raise HttpError("bad-request", "no request in the head")
-        if event.http_version not in (b"1.0", b"1.1"):
-            raise HttpError("bad-version", f"HTTP/{event.http_version.decode()}")
-        if te and event.http_version == b"1.0":
+        if match is None:
+            raise HttpError("bad-request", "request head not in the HTTP/1.1 grammar")
+        if hosts > 1 or (hosts == 0 and version == b"1.1"):
+            raise HttpError("bad-request", f"{hosts} Host fields")
+        if lengths and _CONTENT_LENGTH.fullmatch(length_value) is None:
+            raise HttpError("bad-request", f"Content-Length {length_value[:40]!r}")
+        if version not in (b"1.1", b"1.0"):
+            raise HttpError("bad-version", f"HTTP/{version.decode()}")
+        if te and version == b"1.0":
             raise HttpError("bad-transfer-encoding", "Transfer-Encoding in HTTP/1.0")
-        headers = list(event.headers)
-        if event.method == b"CONNECT" or any(n == b"upgrade" for n, _ in headers):
+        if method == b"CONNECT" or upgrade:
             raise HttpError("upgrade", "CONNECT and Upgrade are not relayed")
-        tokens = _connection_tokens(headers)
-        if event.http_version == b"1.1":
-            keep_alive = b"close" not in tokens
+        if failure:
+            raise HttpError("bad-request", failure)
+        length = int(length_value) if lengths else 0
+        if seen.done != (not te and not length):  # llhttp must see the same framing
+            raise HttpError("bad-request", "llhttp and the checks disagree on the body")
+        if connection:
+            tokens = {t.strip().lower() for v in connection for t in v.split(b",")}
+            keep_alive = b"close" not in tokens and (version == b"1.1" or b"keep-alive" in tokens)
         else:
-            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
-        length = 0
-        for n, v in headers:
-            if n == b"content-length":
-                length = int(v)
-        self._conn = conn
-        self._head = RequestHead(event, keep_alive, bool(te), length)
-        self._raw.clear()
-        self._lines.clear()
-        self._fed = self._consumed = self._chunks = 0
+            keep_alive = version == b"1.1"
+        if canonical and lengths and length_value != b"%d" % length:
+            canonical = False  # leading zeros: the relay writes the length again
+        result = RequestHead(
+            Request(method, target, version, head), keep_alive, bool(te), length, canonical
+        )
+        if te:
+            # h11 reads the chunked body; it parses the same head first (and must accept it).
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+            conn.receive_data(head)
+            if not isinstance(conn.next_event(), h11.Request):
+                raise HttpError("bad-request", "no request in the head")
+            self._conn = conn
+            self._raw.clear()
+            self._lines.clear()
+            self._fed = self._consumed = self._chunks = 0
+            self._llhttp = None  # it does not see the chunks: a new one for the next request
+        # else llhttp reads the Content-Length body too (_counted): it must end where it ends
         self._remaining = length
-        return self._head
+        self._head = result
+        return result
 
-    def _body(self, out: list[Event]) -> bool:
-        """Run h11 over the body; True when the request ended (and _buf holds what follows)."""
-        conn, head = self._conn, self._head
-        assert conn is not None and head is not None
-        if not head.chunked:
-            if self._remaining and self._buf:  # never more than the body: h11 holds nothing more
-                piece = bytes(self._buf[: self._remaining])
-                del self._buf[: self._remaining]
-                self._remaining -= len(piece)
-                conn.receive_data(piece)
-            while True:
-                event = conn.next_event()
-                if isinstance(event, h11.Data):
-                    out.append(event)
-                elif isinstance(event, h11.EndOfMessage):
-                    return self._end(conn, head, out)
-                else:
-                    return False
+    def _counted(self, head: RequestHead, out: list[Event]) -> bool:
+        """A Content-Length body: exactly that many bytes. True when the request ended."""
+        if self._buf:
+            take = self._remaining
+            if len(self._buf) <= take:
+                piece = bytes(self._buf)
+                self._buf.clear()
+            else:
+                piece = bytes(self._buf[:take])
+                del self._buf[:take]
+            self._remaining -= len(piece)
+            assert self._llhttp is not None
+            try:
+                self._llhttp.feed_data(piece)
+            except httptools.HttpParserError as exc:
+                raise HttpError("bad-request", f"llhttp: {exc}") from None
+            if self._framing.done != (not self._remaining):
+                raise HttpError("bad-request", "llhttp and the count disagree on the body")
+            out.append(h11.Data(data=piece))
+        if self._remaining:
+            return False
+        self._end(head, out)
+        return True
+
+    def _chunked(self, head: RequestHead, out: list[Event]) -> bool:
+        """Run h11 over a chunked body; True when the request ended (_buf holds what follows)."""
+        conn = self._conn
+        assert conn is not None
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -294,7 +494,13 @@ class RequestReader:
                     self._lines.startswith(b"\r\n") != (self._chunks > 0)
                 ):
                     raise HttpError("bad-chunk", f"last chunk {bytes(self._lines[:40])!r}")
-                return self._end(conn, head, out)
+                rest, _ = conn.trailing_data  # given to h11, not consumed: it comes before _buf
+                if rest:
+                    self._buf[:0] = rest
+                self._conn = None
+                self._raw.clear()
+                self._end(head, out)
+                return True
             else:
                 raise HttpError("bad-request", f"unexpected {event!r}")
 
@@ -320,15 +526,9 @@ class RequestReader:
             if (end >= 0 and not _HEX.fullmatch(self._lines, skip, end)) or len(self._lines) > 64:
                 raise HttpError("bad-chunk", f"chunk-size line {bytes(self._lines[:40])!r}")
 
-    def _end(self, conn: h11.Connection, head: RequestHead, out: list[Event]) -> bool:
-        rest, _ = conn.trailing_data  # given to h11, not consumed: it comes before _buf
-        if rest:
-            self._buf[:0] = rest
-        self._conn = None
+    def _end(self, head: RequestHead, out: list[Event]) -> None:
         self._head = None
-        self._raw.clear()
-        out.append(EndOfRequest(head.keep_alive))
+        out.append(_KEEP_ALIVE if head.keep_alive else _CLOSE)
         if not head.keep_alive:
             self.closed = True
             self._buf.clear()
-        return True

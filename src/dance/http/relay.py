@@ -1,10 +1,12 @@
 """`dance proxy --mode http`: relay HTTP/1.1 requests to a backend with the identity header.
 
 `IdentityRelay` is sans I/O: client bytes in, backend bytes out. Requests are read by
-`dance.http.h1.RequestReader` (h11 plus the strict checks h11 lacks) and written again from their
-parsed form by an h11 client connection, so the backend sees only what the proxy understood:
-canonical request line, one header field per line, ``Content-Length`` or ``chunked`` framing
-re-encoded by h11. On every request (pipelined, HTTP/1.0 keep-alive, ...):
+`dance.http.h1.RequestReader` (llhttp and h11 behind the strict checks they lack) and written
+again from their parsed form, so the backend sees only what the proxy understood: the request
+line from the parsed method, target and version; one ``Name: value`` field per line (CRLF, one
+space, the value without surrounding whitespace); ``Content-Length`` in digits with exactly that
+many body bytes, or ``Transfer-Encoding: chunked`` with every chunk re-encoded (size in hex, no
+extension, no trailer). On every request (pipelined, HTTP/1.0 keep-alive, ...):
 
 - every field whose name, lower-cased with ``_`` read as ``-``, is the identity header (or one of
   dance's identity headers ``X-DANCE-Client-ID`` / ``X-DANCE-User``) is removed and counted;
@@ -19,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 from collections.abc import Iterable
 from typing import Final, Protocol
-
-import h11
 
 from dance.http.core import IDENTITY_HEADERS, encode_header_value
 from dance.http.h1 import (
@@ -44,6 +46,9 @@ HEAD_TIMEOUT: Final = 30.0  # a whole request head, counted from its first byte
 IDLE_TIMEOUT: Final = 120.0  # between requests, and between reads of a body
 DRAIN_TIMEOUT: Final = 10.0  # backend answers still awaited after the client stopped
 QUIET_TIME: Final = 1.0  # after a refusal: backend silence before the 400 is sent
+
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_VALUE: Final = re.compile(rb"[\x21-\x7e]+")  # encode_header_value's output: visible ASCII
 
 
 class RelayStats(Protocol):
@@ -74,12 +79,18 @@ class IdentityRelay:
         self.reader = RequestReader(max_head=max_head)
         self.header = header.encode("ascii")
         self.value = encode_header_value(identity).encode("ascii")
+        if not _TOKEN.fullmatch(self.header) or not _VALUE.fullmatch(self.value):
+            raise ValueError(f"not a header field: {header!r}: {self.value!r}")
         self.strip = frozenset({normalize_name(header), *(normalize_name(h) for h in strip)})
+        self._strip = frozenset(name.encode("latin-1") for name in self.strip)
+        self._strip_lengths = frozenset(len(name) for name in self._strip)
+        self._strip_re = _strip_pattern(self._strip)
+        self._ours = b"%s: %s" % (self.header, self.value)
+        self._after_request_line = b"\r\n%s\r\n" % self._ours
         self.requests = 0
         self.stripped = 0
         self.forwarded = 0  # requests sent to the backend, in all
-        self._client: h11.Connection | None = None
-        self._version = b"1.1"
+        self._chunked = False  # the request being relayed has a chunked body
 
     @property
     def closed(self) -> bool:
@@ -99,14 +110,18 @@ class IdentityRelay:
         try:
             for event in events:
                 if isinstance(event, RequestHead):
+                    head = self._head(event)
                     start = len(out)
-                    out.append(self._head(event))
+                    out.append(head)
                 elif isinstance(event, EndOfRequest):
-                    out.append(self._send(h11.EndOfMessage()))
-                    self._client = None
+                    if self._chunked:
+                        out.append(b"0\r\n\r\n")
                     start = None
-                else:
-                    out.append(self._send(h11.Data(data=bytes(event.data))))
+                elif self._chunked:  # re-encoded: size in hex, data, CRLF (never an empty chunk)
+                    if event.data:
+                        out += (b"%x\r\n" % len(event.data), bytes(event.data), b"\r\n")
+                else:  # Content-Length: exactly the counted bytes
+                    out.append(bytes(event.data))
         except HttpError as exc:
             self.reader.dead = True
             error = exc
@@ -121,38 +136,104 @@ class IdentityRelay:
     def feed_eof(self) -> None:
         self.reader.feed_eof()
 
-    def _send(self, event: h11.Event) -> bytes:
-        assert self._client is not None
-        data = self._client.send(event)
-        return data or b""
-
     def _head(self, head: RequestHead) -> bytes:
+        """The request head for the backend (`_copy` when the head is canonical, else
+        `_rewrite`: the same bytes either way, tested)."""
         request = head.request
-        headers: list[tuple[bytes, bytes]] = [(self.header, self.value)]
-        stripped = 0
-        has_host = False
-        for raw, value in request.headers.raw_items():
-            if normalize_name(raw) in self.strip:
-                stripped += 1
-                continue
-            has_host = has_host or raw.lower() == b"host"
-            headers.append((raw, value))
-        if not has_host:
-            # h11 writes HTTP/1.1 only, and an HTTP/1.1 request needs a Host; an HTTP/1.0 request
-            # without one is refused rather than given a Host it did not send.
+        if request.http_version != b"1.1" and not any(
+            n.lower() == b"host" for n, _ in request.headers
+        ):
+            # HTTP/1.0 without Host: refused rather than given a Host it did not send (the
+            # reader refuses HTTP/1.1 without Host).
             raise HttpError("missing-host", "HTTP/1.0 request without Host")
+        data, stripped = self._copy(head) if head.canonical else self._rewrite(head)
         self.requests += 1
         self.forwarded += 1
         self.stripped += stripped
-        self._client = h11.Connection(h11.CLIENT)
-        event = h11.Request(method=request.method, target=request.target, headers=headers)
-        data = self._send(event)
-        if request.http_version == b"1.0":
-            # h11 only writes HTTP/1.1 request lines: keep the client's version (the backend's
-            # answer must stay HTTP/1.0-compatible, e.g. no chunked response, keep-alive rules).
-            end = data.index(b" HTTP/1.1\r\n")
-            data = data[:end] + b" HTTP/1.0\r\n" + data[end + 11 :]
+        self._chunked = head.chunked
         return data
+
+    def _rewrite(self, head: RequestHead) -> tuple[bytes, int]:
+        """Written from the parsed form: request line, our identity field, the client's fields
+        but the identity ones (``Name: value``, OWS removed), Content-Length in digits."""
+        request = head.request
+        out = [request.method, b" ", request.target, b" HTTP/", request.http_version, b"\r\n"]
+        out += (self._ours, b"\r\n")
+        strip, lengths = self._strip, self._strip_lengths
+        stripped = 0
+        length = b"%d" % head.length if head.length else b""
+        for name, value in request.headers:
+            if len(name) in lengths and name.lower().replace(b"_", b"-") in strip:
+                stripped += 1
+                continue
+            if length and name.lower() == b"content-length":
+                out += (name, b": ", length, b"\r\n")
+            else:
+                out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out), stripped
+
+    def _copy(self, head: RequestHead) -> tuple[bytes, int]:
+        """A canonical head is what `_rewrite` writes, less the identity fields and plus ours:
+        remove those lines, insert ours after the request line."""
+        kept, stripped = self._strip_re.subn(b"", head.request.raw)
+        return kept.replace(b"\r\n", self._after_request_line, 1), stripped
+
+
+@functools.lru_cache(maxsize=32)
+def _strip_pattern(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """``CRLF name ":" value`` for a field line (of a head in the grammar) whose name, lower-cased
+    with ``_`` read as ``-``, is one of ``names`` (lower case, with ``-``)."""
+    alternatives = (
+        b"".join(b"[-_]" if c == 0x2D else re.escape(bytes([c])) for c in name)
+        for name in sorted(names)
+    )
+    return re.compile(rb"\r\n(?i:%s):[^\r]*" % b"|".join(alternatives))
+
+
+class _ReadClock:
+    """The client read timeouts of `relay_http` with one timer per connection, not one per read
+    (a read only records when it started): ``idle`` seconds for each read, and ``head`` seconds
+    for a whole request head from the read that brought its first bytes. When one expires
+    during a read, the reading task is cancelled with ``expired`` set."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], idle: float, head: float
+    ) -> None:
+        self.loop = loop
+        self.task = task
+        self.idle = idle
+        self.head = head
+        self.last = loop.time()  # when the current (or last) read started
+        self.reading = False
+        self.head_deadline: float | None = None
+        self.expired: str | None = None
+        self._handle = loop.call_at(self.last + idle, self._check)
+
+    def start_head(self) -> None:
+        self.head_deadline = deadline = self.loop.time() + self.head
+        if deadline < self._handle.when():
+            self._handle.cancel()
+            self._handle = self.loop.call_at(deadline, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        deadline = self.head_deadline
+        if self.reading:
+            if deadline is not None and now >= deadline:
+                self.expired = "head-timeout"
+            elif now - self.last >= self.idle:
+                self.expired = "idle-timeout"
+            if self.expired is not None:
+                self.task.cancel()
+                return
+        when = (self.last if self.reading else now) + self.idle
+        if deadline is not None:
+            when = min(when, deadline)
+        self._handle = self.loop.call_at(when, self._check)
 
 
 async def _pipe(
@@ -204,37 +285,45 @@ async def relay_http(
     refused: list[HttpError] = []
 
     async def upstream() -> None:
-        deadline: float | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        clock = _ReadClock(loop, task, idle_timeout, head_timeout)
+        reader = relay.reader
+        backend = backend_writer.transport
         try:
-            while not relay.closed:
-                reader = relay.reader
-                if reader.in_head and reader.buffered:
-                    if deadline is None:
-                        deadline = loop.time() + head_timeout
-                    timeout = deadline - loop.time()
-                else:
-                    deadline = None
-                    timeout = idle_timeout
+            while not reader.closed:
+                clock.last = loop.time()
+                clock.reading = True
                 try:
-                    async with asyncio.timeout(max(timeout, 0.0)):
-                        data = await client_reader.read(_CHUNK)
-                except TimeoutError:
-                    if deadline is not None:
+                    data = await client_reader.read(_CHUNK)
+                except asyncio.CancelledError:
+                    if clock.expired is None or task.uncancel() > 0:
+                        raise  # not (only) ours: the relay is being stopped
+                    if clock.expired == "head-timeout":
                         raise HttpError("head-timeout", "head not complete in time") from None
                     log.info("http relay: client idle for %.0f s", idle_timeout)
                     return
+                finally:
+                    clock.reading = False
                 if not data:
                     relay.feed_eof()
                     return
                 out = relay.feed(data)
-                if relay.reader.in_head and not relay.reader.buffered:
-                    deadline = None
-                stats.requests += relay.requests
-                stats.stripped_headers += relay.stripped
-                relay.requests = relay.stripped = 0
+                if reader.partial_head:
+                    if clock.head_deadline is None:  # the first bytes of a head: its deadline
+                        clock.start_head()
+                elif clock.head_deadline is not None:
+                    clock.head_deadline = None
+                if relay.requests:
+                    stats.requests += relay.requests
+                    stats.stripped_headers += relay.stripped
+                    relay.requests = relay.stripped = 0
                 if out:
                     backend_writer.write(out)
-                    await backend_writer.drain()
+                    if backend.get_write_buffer_size():
+                        # Flow control: wait while the backend is not reading (with nothing
+                        # buffered, drain would return at once; a lost backend ends `down`).
+                        await backend_writer.drain()
         except HttpError as exc:
             refused.append(exc)
             if exc.forward:
@@ -248,6 +337,7 @@ async def relay_http(
         except (OSError, asyncio.IncompleteReadError):
             return
         finally:
+            clock.stop()
             if not relay.closed and not refused:  # after "Connection: close" it closes itself
                 with contextlib.suppress(OSError):
                     if backend_writer.can_write_eof():

@@ -106,7 +106,20 @@ def register(subparsers: Any) -> None:
     c.add_argument("--key", required=True, metavar="FILE")
     c.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
     c.add_argument("--cafile", metavar="FILE", help="CA to verify the server (default: system)")
-    c.add_argument("--insecure", action="store_true", help="do not verify the server")
+    c.add_argument("--insecure", action="store_true", help="do not verify the server (tests)")
+    c.add_argument(
+        "--server-auth",
+        choices=("pkix", "dane", "dane-or-pkix"),
+        default="pkix",
+        help="how to authenticate the server: pkix (a CA, the default), dane (the "
+        "DNSSEC-validated TLSA records at _PORT._tcp.NAME, no fallback), dane-or-pkix (DANE "
+        "when secure records exist, a CA when the name provably has none)",
+    )
+    c.add_argument("--dns-server", metavar="HOST[:PORT]", help="DNS server for --server-auth dane")
+    c.add_argument("--trust-anchor", metavar="FILE", help="DS/DNSKEY lines (default: root KSKs)")
+    c.add_argument(
+        "--trust-ad", action="store_true", help="trust the resolver's AD bit (loopback only)"
+    )
     c.add_argument("--server-name", metavar="NAME", help="SNI and name to verify (default: HOST)")
     what = c.add_mutually_exclusive_group()
     what.add_argument("--send", metavar="TEXT", help="send TEXT and CRLF after connecting")
@@ -150,6 +163,13 @@ def cmd_connect(args: argparse.Namespace) -> int:
         send = _http_request(args.http, args.server_name or host)
     else:
         send = b""
+    server_check, use_pkix = None, not args.insecure
+    if args.server_auth != "pkix" and not args.insecure:
+        try:
+            server_check, use_pkix = _dane_server_check(args, host, port)
+        except _ServerRefused as exc:
+            print(f"server not authenticated: {exc}")
+            return EXIT_NEGATIVE
     try:
         context = client_context(
             name=name,
@@ -157,7 +177,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
             key=args.key,
             codepoint=codepoint,
             cafile=args.cafile,
-            verify_server=not args.insecure,
+            verify_server=use_pkix,
         )
     except BridgeError as exc:
         raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
@@ -172,6 +192,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
             send=send,
             read_timeout=args.wait,
             timeout=args.timeout,
+            server_check=server_check,
         )
     )
     if args.json:
@@ -182,6 +203,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     elif not result.connected:
         print(f"could not connect: {host}:{port}: {result.detail}")
+    elif result.negotiated.get("server_authenticated") is False:
+        print(result.detail)
     else:
         verdict = "accepted" if result.accepted else "refused"
         print(f"{verdict}: {result.detail}")
@@ -198,6 +221,65 @@ def cmd_connect(args: argparse.Namespace) -> int:
     if not result.connected:
         return EXIT_UNREACHABLE
     return EXIT_OK if result.accepted else EXIT_NEGATIVE
+
+
+def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[Any, bool]:
+    """For --server-auth dane / dane-or-pkix: look up the server's TLSA records (DNSSEC
+    validated) and return (a check of the presented chain, whether PKIX applies instead)."""
+    import datetime
+    import ipaddress
+
+    from dance.credentials import CertificateChain, CredentialError
+    from dance.dns import Outcome
+    from dance.identity import Rejection
+    from dance.tls import server_chain
+    from dance.tlsa import server_owner, verify_server
+
+    base = args.server_name or host
+    try:
+        ipaddress.ip_address(base)
+        raise UsageError("DANE server authentication needs a host name: give --server-name")
+    except ValueError:
+        pass
+    resolver = make_resolver(
+        argparse.Namespace(
+            server=args.dns_server, trust_anchor=args.trust_anchor, tls=False, tls_name=None,
+            tls_pin=None, transport="udp", trust_ad=args.trust_ad, timeout=2.0, deadline=5.0,
+        )
+    )  # fmt: skip
+    owner = server_owner(base, port)
+
+    async def lookup() -> Any:
+        async with resolver:
+            return await resolver.lookup_tlsa(owner)
+
+    found = asyncio.run(lookup())
+    secure = found.outcome is Outcome.SECURE and found.records
+    if not secure:
+        provably_none = found.outcome in (Outcome.SECURE_ABSENT, Outcome.INSECURE)
+        if args.server_auth == "dane-or-pkix" and provably_none:
+            return None, True  # no DANE for this server: a CA decides
+        reason = f"no usable TLSA records at {owner}: {found.outcome.value} ({found.reason})"
+        raise _ServerRefused(reason)
+    records = found.records
+
+    def check(writer: asyncio.StreamWriter) -> str | None:
+        try:
+            chain = CertificateChain.from_der(server_chain(writer))
+        except (CredentialError, ValueError) as exc:
+            return f"unreadable server certificate: {exc}"
+        result = verify_server(
+            base, chain, records, now=datetime.datetime.now(datetime.UTC), port=port
+        )
+        if isinstance(result, Rejection):
+            return f"{result.reason.value} ({owner}: {result.detail})"
+        return None
+
+    return check, False
+
+
+class _ServerRefused(Exception):
+    """The server cannot be authenticated before connecting (exit 1)."""
 
 
 def _allow_entries(args: argparse.Namespace) -> list[str]:

@@ -15,7 +15,15 @@ from dance.tls.bridge import (
     configure_client,
     configure_server,
 )
-from dance.tls.client import ProbeResult, client_context, connect, negotiated, probe
+from dance.tls.client import (
+    ProbeResult,
+    ServerCheck,
+    client_context,
+    connect,
+    negotiated,
+    probe,
+    server_chain,
+)
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
 from dance.tls.server import DanceServer, Handler, make_server_context, serve
 
@@ -28,6 +36,7 @@ __all__ = [
     "Handler",
     "ProbeResult",
     "ProxyV2Error",
+    "ServerCheck",
     "TLSStats",
     "check_codepoint",
     "client_context",
@@ -39,4 +48,5 @@ __all__ = [
     "negotiated",
     "probe",
     "serve",
+    "server_chain",
 ]

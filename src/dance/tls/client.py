@@ -15,12 +15,38 @@ import asyncio
 import contextlib
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dance.tls.bridge import DEFAULT_CODEPOINT, configure_client, state_of
 
-__all__ = ["ProbeResult", "client_context", "connect", "negotiated", "probe"]
+__all__ = [
+    "ProbeResult",
+    "ServerCheck",
+    "client_context",
+    "connect",
+    "negotiated",
+    "probe",
+    "server_chain",
+]
+
+#: A check of the server, run after the handshake and before anything is sent: None to go on,
+#: or the reason the server is not trusted (DANE: `dance.tlsa.verify_server`).
+ServerCheck = Callable[[asyncio.StreamWriter], "str | None"]
+
+
+def server_chain(writer: asyncio.StreamWriter) -> list[bytes]:
+    """The certificates the server sent, end entity first, as DER (unverified: for DANE, which
+    decides from DNS, not from a CA store)."""
+    obj = writer.get_extra_info("ssl_object")
+    if obj is None:
+        return []
+    try:
+        chain = obj._sslobj.get_unverified_chain()
+    except (AttributeError, ValueError):
+        return []
+    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain or ()]  # type: ignore[attr-defined]
 
 
 def client_context(
@@ -163,6 +189,7 @@ async def probe(
     send: bytes = b"",
     read_timeout: float = 2.0,
     timeout: float = 10.0,
+    server_check: ServerCheck | None = None,
 ) -> ProbeResult:
     """Connect, optionally send ``send``, then read: did the server accept the client?
 
@@ -186,6 +213,12 @@ async def probe(
     except OSError as exc:
         return ProbeResult(False, _reason(exc), connected=False)
     info = negotiated(writer)
+    if server_check is not None:
+        problem = server_check(writer)
+        info["server_authenticated"] = problem is None
+        if problem is not None:  # nothing is sent to a server that is not the one in DNS
+            writer.transport.abort()
+            return ProbeResult(False, f"server not authenticated: {problem}", b"", info)
     try:
         if send:
             writer.write(send)

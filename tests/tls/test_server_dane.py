@@ -1,0 +1,122 @@
+"""DANE authentication of the server by `dance connect --server-auth dane` (RFC 6698/7671): the
+DNSSEC-validated TLSA records at _PORT._tcp.NAME decide, with no fallback; and interop with
+`openssl s_client -dane_tlsa_*` against dance's server."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from dance.cli import main
+from dance.testkit import Fault
+from dance.tlsa import make_record
+from tests.conftest import require_binary
+from tests.tls.common import DEVICE, World, make_world
+from tests.tls.test_cli_tls import LoopThread
+
+SERVER = "srv.example.test"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from make_world(tmp_path_factory.mktemp("tls-server-dane"))
+
+
+@pytest.fixture(scope="module")
+def echo(world: World) -> Iterator[LoopThread]:
+    with LoopThread(world) as srv:
+        yield srv
+
+
+def _publish(world: World, port: int, *records: str) -> str:
+    zone = world.zones.get("example.test.")
+    owner = f"_{port}._tcp.{SERVER}."
+    zone.remove(owner, "TLSA")
+    for record in records:
+        zone.add(owner, "TLSA", record)
+    world.resign()
+    return owner
+
+
+def _server_cert(world: World) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(Path(world.server.cert).read_bytes())
+
+
+def _connect(world: World, port: int, policy: str, *extra: str) -> list[str]:
+    anchor = world.dir / "anchor.txt"
+    anchor.write_text(world.zones.export_trust_anchor())
+    return [
+        "connect", f"127.0.0.1:{port}", "--name", DEVICE, "--cert", world.device.cert,
+        "--key", world.device.key, "--server-name", SERVER, "--server-auth", policy,
+        "--dns-server", f"{world.dns[0]}:{world.dns[1]}", "--trust-anchor", str(anchor), *extra,
+    ]  # fmt: skip
+
+
+def test_dane_ee_accepts_the_published_key_and_refuses_another(
+    world: World, echo: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = _server_cert(world)
+    _publish(world, echo.port, make_record(cert, 3, 1, 1).to_text())
+    assert main(_connect(world, echo.port, "dane")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accepted:") and f"hello {DEVICE}" in out
+    # a record for another key: refused before anything is sent, no PKIX fallback
+    other = x509.load_pem_x509_certificate(Path(world.other.cert).read_bytes())
+    _publish(world, echo.port, make_record(other, 3, 1, 1).to_text())
+    assert main(_connect(world, echo.port, "dane", "--cafile", world.ca)) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("server not authenticated: no-match") and "hello" not in out
+
+
+def test_dane_ta_checks_the_name(
+    world: World, echo: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server CA as DANE-TA (2 0 0): the certificate names only localhost, not the server."""
+    ca = x509.load_pem_x509_certificate(Path(world.ca).read_bytes())
+    _publish(world, echo.port, make_record(ca, 2, 0, 0).to_text())  # the anchor in DNS
+    assert main(_connect(world, echo.port, "dane")) == 1
+    assert "server not authenticated: name-mismatch" in capsys.readouterr().out
+
+
+def test_absent_insecure_and_bogus_answers(
+    world: World, echo: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _publish(world, echo.port)  # no TLSA at all (proved absent)
+    assert main(_connect(world, echo.port, "dane")) == 1
+    assert "no usable TLSA records" in capsys.readouterr().out
+    # dane-or-pkix: provably no records, so the CA decides: the certificate is the CA's, but it
+    # names localhost, not srv.example.test, so PKIX refuses the handshake
+    assert main(_connect(world, echo.port, "dane-or-pkix", "--cafile", world.ca)) == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out
+    # bogus: never a fallback
+    cert = _server_cert(world)
+    owner = _publish(world, echo.port, make_record(cert, 3, 1, 1).to_text())
+    with world.zones.inject(Fault("bad-signature", owner)):
+        code = main(_connect(world, echo.port, "dane-or-pkix", "--cafile", world.ca))
+    assert code == 1 and "bogus" in capsys.readouterr().out
+
+
+def test_openssl_s_client_verifies_dances_server_by_dane(world: World, echo: LoopThread) -> None:
+    openssl = require_binary("openssl")
+    rrdata = make_record(_server_cert(world), 3, 1, 1).to_text()
+    out = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{echo.port}", "-tls1_3",
+         "-dane_tlsa_domain", SERVER, "-dane_tlsa_rrdata", rrdata, "-verify_return_error",
+         "-dane_ee_no_namechecks",  # RFC 7671 5.1: DANE-EE has no name checks
+         "-cert", world.device.cert, "-key", world.device.key],
+        input=b"", capture_output=True, timeout=30,
+    )  # fmt: skip
+    text = out.stdout.decode(errors="replace")
+    assert "Verification: OK" in text, text[-2000:]
+    assert "DANE TLSA 3 1 1" in text and "matched EE certificate" in text
+    wrong = "3 1 1 " + "00" * 32
+    bad = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{echo.port}", "-tls1_3",
+         "-dane_tlsa_domain", SERVER, "-dane_tlsa_rrdata", wrong, "-verify_return_error"],
+        input=b"", capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert b"Verification: OK" not in bad.stdout

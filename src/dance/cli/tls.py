@@ -165,9 +165,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
         send = b""
     server_check, use_pkix = None, not args.insecure
     if args.server_auth != "pkix" and not args.insecure:
+        from dance.tls.dane import ServerNotAuthenticated
+
         try:
             server_check, use_pkix = _dane_server_check(args, host, port)
-        except _ServerRefused as exc:
+        except ServerNotAuthenticated as exc:
             print(f"server not authenticated: {exc}")
             return EXIT_NEGATIVE
     try:
@@ -224,16 +226,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[Any, bool]:
-    """For --server-auth dane / dane-or-pkix: look up the server's TLSA records (DNSSEC
-    validated) and return (a check of the presented chain, whether PKIX applies instead)."""
-    import datetime
+    """For --server-auth dane / dane-or-pkix: (a check of the presented chain, whether PKIX
+    applies instead), from the server's DNSSEC-validated TLSA records (`dance.tls.dane`)."""
     import ipaddress
 
-    from dance.credentials import CertificateChain, CredentialError
-    from dance.dns import Outcome
-    from dance.identity import Rejection
-    from dance.tls import server_chain
-    from dance.tlsa import server_owner, verify_server
+    from dance.tls.dane import server_policy
 
     base = args.server_name or host
     try:
@@ -247,39 +244,12 @@ def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[
             tls_pin=None, transport="udp", trust_ad=args.trust_ad, timeout=2.0, deadline=5.0,
         )
     )  # fmt: skip
-    owner = server_owner(base, port)
 
-    async def lookup() -> Any:
+    async def decide() -> tuple[Any, bool]:
         async with resolver:
-            return await resolver.lookup_tlsa(owner)
+            return await server_policy(resolver, base, port, policy=args.server_auth)
 
-    found = asyncio.run(lookup())
-    secure = found.outcome is Outcome.SECURE and found.records
-    if not secure:
-        provably_none = found.outcome in (Outcome.SECURE_ABSENT, Outcome.INSECURE)
-        if args.server_auth == "dane-or-pkix" and provably_none:
-            return None, True  # no DANE for this server: a CA decides
-        reason = f"no usable TLSA records at {owner}: {found.outcome.value} ({found.reason})"
-        raise _ServerRefused(reason)
-    records = found.records
-
-    def check(writer: asyncio.StreamWriter) -> str | None:
-        try:
-            chain = CertificateChain.from_der(server_chain(writer))
-        except (CredentialError, ValueError) as exc:
-            return f"unreadable server certificate: {exc}"
-        result = verify_server(
-            base, chain, records, now=datetime.datetime.now(datetime.UTC), port=port
-        )
-        if isinstance(result, Rejection):
-            return f"{result.reason.value} ({owner}: {result.detail})"
-        return None
-
-    return check, False
-
-
-class _ServerRefused(Exception):
-    """The server cannot be authenticated before connecting (exit 1)."""
+    return asyncio.run(decide())
 
 
 def _allow_entries(args: argparse.Namespace) -> list[str]:

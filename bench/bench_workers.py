@@ -78,7 +78,7 @@ def run(workers: int, d: Path, dns: tuple[str, int], backend: int, seconds: int,
          "--key", str(d / "srv.key"), "--allow", "._device.example.test", "--san-fallback",
          "--server", f"{dns[0]}:{dns[1]}", "--trust-anchor", str(d / "anchor"),
          "--workers", str(workers), "--max-per-address", "100000", "--max-connections", "4096",
-         "--log-format", "json"],
+         "--log-format", "json", "--handshake-rate", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -15,7 +15,7 @@ import dns.rcode
 import pytest
 
 from dance.authority import Authority, Limits
-from dance.authority.ratelimit import RateLimiter
+from dance.service.ratelimit import RateLimiter
 from tests.authority.conftest import make_zone_dir
 
 

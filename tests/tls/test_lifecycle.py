@@ -506,3 +506,37 @@ def test_reload_certificate_keeps_established_connections(world: World) -> None:
         writer.close()
 
     run_proxy(world, scenario)
+
+
+def test_handshake_rate_per_address(world: World) -> None:
+    """A burst of new connections from one address past its rate is closed at accept, before
+    any TLS work; once the bucket refills, the address is served again."""
+
+    async def scenario(server: DanceServer, proxy: Proxy, backend: Backend) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def raw() -> socket.socket:
+            s = socket.socket()
+            s.setblocking(False)
+            await loop.sock_connect(s, ("127.0.0.1", server.port))
+            return s
+
+        burst = [await raw() for _ in range(8)]  # rate 1/s, burst 4: about 4 refused
+        assert await eventually(lambda: server.stats.get("limit_handshake-rate") >= 3)
+        await asyncio.sleep(0.3)  # every one of the 8 has been accepted or refused by now
+        refused = server.stats.get("limit_handshake-rate")
+        assert 3 <= refused <= 4
+        for s in burst:
+            s.close()
+        await asyncio.sleep(1.5)  # the bucket refills
+        r = await probe(
+            "127.0.0.1",
+            server.port,
+            context=ctx_for(world, world.device, DEVICE),
+            server_hostname="localhost",
+            send=b"later\n",
+        )
+        assert r.accepted and r.reply == b"later\n"
+        assert server.stats.get("limit_handshake-rate") == refused
+
+    run_proxy(world, scenario, handshake_rate=1.0, handshake_burst=4.0)

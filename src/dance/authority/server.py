@@ -46,7 +46,6 @@ from dns.rdtypes.ANY.TSIG import TSIG
 
 from dance.authority.errors import AuthorityError
 from dance.authority.limits import Limits, is_loopback
-from dance.authority.ratelimit import RateLimiter
 from dance.authority.replay import ReplayCache
 from dance.authority.serial import SerialPolicy, next_serial, serial_gt, with_serial
 from dance.authority.signer import (
@@ -62,6 +61,7 @@ from dance.authority.signer import (
 )
 from dance.authority.store import Denial, KeyPolicy, Records, ZoneDir, trust_anchor_text
 from dance.authority.update import UpdatePolicy, apply_update, check_policy
+from dance.service.ratelimit import RateLimiter
 from dance.tsig import TSIGKey, keyring
 from dance.zone.zones import Zone, ZoneKeys
 from dance.zone.zoneset import ZoneSet

@@ -80,6 +80,13 @@ def register(subparsers: Any) -> None:
     lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
     lim.add_argument("--max-connections", type=int, default=512, help="connections at once")
     lim.add_argument("--max-per-address", type=int, default=64, help="connections per client IP")
+    lim.add_argument(
+        "--handshake-rate",
+        type=float,
+        default=100.0,
+        metavar="N",
+        help="new connections per client IP and second, bursts of 2N (0: no limit; default 100)",
+    )
     lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
     lim.add_argument(
         "--idle-timeout", type=float, default=300.0, metavar="S", help="0: no idle timeout"
@@ -308,6 +315,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     ):
         if not seconds > 0:
             raise UsageError(f"{label} must be positive")
+    if not args.handshake_rate >= 0:
+        raise UsageError("--handshake-rate must be 0 or more")
     if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
         raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
     try:
@@ -380,6 +389,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 max_per_address=args.max_per_address,
                 idle_timeout=args.idle_timeout or None,
                 observer=observer,
+                handshake_rate=args.handshake_rate,
                 reuse_port=args.workers > 1,
             )
         except BridgeError as exc:

@@ -44,6 +44,7 @@ from dance.auth import Authenticator
 from dance.credentials import CertificateChain, CredentialError
 from dance.identity import Identity, Rejection
 from dance.service.observe import Observer
+from dance.service.ratelimit import RateLimiter
 from dance.tls.bridge import (
     CONNECTION_PEER,
     DEFAULT_CODEPOINT,
@@ -291,6 +292,8 @@ class DanceServer:
         idle_timeout: float | None = 300.0,
         close_timeout: float = 5.0,
         observer: Observer | None = None,
+        handshake_rate: float = 0.0,
+        handshake_burst: float = 0.0,
     ) -> None:
         for label, count in (
             ("max_pending", max_pending),
@@ -310,6 +313,11 @@ class DanceServer:
                 raise ValueError(f"{label} must be positive, not {seconds!r}")
         self.authenticator = authenticator
         self.observer = observer  # access log and metrics (dance.service), when run as a service
+        # new connections per source address and second (0: no limit): a flood of handshakes
+        # from one address is refused at accept, before any TLS work
+        self._rate = RateLimiter(
+            handshake_rate, handshake_burst or 2 * handshake_rate, max_clients=65536
+        )
         self.codepoint = check_codepoint(codepoint)
         self.san_fallback = san_fallback
         self.stats = stats if stats is not None else TLSStats()
@@ -549,6 +557,9 @@ class DanceServer:
         if self._per_address.get(address, 0) >= self.max_per_address:
             self._refuse(raw, "per-address", peer)
             return
+        if not self._rate.allow(address):
+            self._refuse(raw, "handshake-rate", peer)
+            return
         raw.pause_reading()
         self._per_address[address] = self._per_address.get(address, 0) + 1
         task = asyncio.get_running_loop().create_task(
@@ -758,6 +769,8 @@ async def serve(
     close_timeout: float = 5.0,
     observer: Observer | None = None,
     reuse_port: bool = False,
+    handshake_rate: float = 0.0,
+    handshake_burst: float = 0.0,
 ) -> DanceServer:
     """Start a DANCE TLS 1.3 server; ``handler(reader, writer, identity)`` runs only for
     authenticated clients, and only after authentication completed.
@@ -769,6 +782,9 @@ async def serve(
     ``limit_max-connections``, ``limit_per-address``); ``handshake_timeout`` the TLS handshake;
     ``idle_timeout`` (None: none) the time without a byte either way once authenticated;
     ``close_timeout`` a graceful close (flush and close_notify) before the connection is aborted.
+    ``handshake_rate`` (0: off) bounds new connections per source address and second, in bursts
+    of ``handshake_burst`` (default twice the rate): more are closed at accept
+    (``limit_handshake-rate``), before any TLS work.
     ``observer`` (`dance.service.Observer`) gets one access-log line per decision, with the
     client's address, and the metrics; ``reuse_port`` binds with ``SO_REUSEPORT`` (``--workers``).
     Raises BridgeError when this Python cannot be bridged to its OpenSSL, ValueError for a bad
@@ -789,6 +805,8 @@ async def serve(
         idle_timeout=idle_timeout,
         close_timeout=close_timeout,
         observer=observer,
+        handshake_rate=handshake_rate,
+        handshake_burst=handshake_burst,
     )
     await core.listen(handler, host, port, backlog=backlog, reuse_port=reuse_port)
     return core

@@ -323,3 +323,80 @@ def test_network_server_sends_only_valid_join_requests(world: World) -> None:
     err, stats = with_join_server(world, scenario)
     assert err.reason == "bad-request-message" and not err.sent
     assert not stats.get("accepted")
+
+
+@pytest.mark.parametrize(
+    ("wire", "status", "reason"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: js.example.test\r\n\r\n", 405, "method-not-allowed"),
+        (
+            b"POST /join HTTP/1.1\r\nHost: js.example.test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            404,
+            "not-found",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: js.example.test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 16385\r\n\r\n",
+            413,
+            "body-too-large",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: js.example.test\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n",
+            413,
+            "head-too-large",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: js.example.test\r\nContent-Length: 2\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            400,
+            "several-content-length",
+        ),
+    ],
+)
+def test_bad_http_refused(world: World, wire: bytes, status: int, reason: str) -> None:
+    got_status, answer, counters = _bad(world, b"", wire=wire)
+    assert (got_status, answer) == (status, {"error": reason})
+    assert counters.get(f"refused_{reason}") == 1
+    assert not _joinans_of(counters)
+
+
+def test_slow_request_times_out_and_a_vanished_client_is_released(world: World) -> None:
+    js = JoinServer(
+        join_eui=JOIN_EUI,
+        devices={DEV_EUI: APP_KEY},
+        network_servers={NS1: NETID1},
+        request_timeout=0.5,
+    )
+
+    async def scenario(run: Running) -> tuple[bytes, dict[str, int], int]:
+        ctx = client_context(name=NS1, cert=world.ns1.cert, key=world.ns1.key, verify_server=False)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", run.port, ssl=ctx, server_hostname=JS
+        )
+        writer.write(b"POST / HTTP/1.1\r\nHost: js")  # and nothing more
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        # a client that leaves in the middle of its request
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", run.port, ssl=ctx, server_hostname=JS
+        )
+        writer.write(b"POST / HTTP/1.1\r\n")
+        await writer.drain()
+        writer.transport.abort()
+        for _ in range(100):
+            if run.js.counters.get("refused_incomplete") or run.js.counters.get("client-gone"):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        return reply, dict(run.js.counters), len(run.server._tasks)
+
+    reply, counters, tasks = with_join_server(world, scenario, js=js)
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert b'{"error":"request-timeout"}' in reply
+    assert counters.get("refused_request-timeout") == 1
+    # the vanished client: its request counted as incomplete (or its connection as gone)
+    assert "refused_incomplete" in counters or "client-gone" in counters
+    assert tasks == 0  # nothing kept for either connection
+    assert not _joinans_of(counters)

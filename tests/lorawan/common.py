@@ -26,6 +26,7 @@ NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 JS = "js.example.test"  # TLSA at _443._tcp.js.example.test
 JS_LEGACY = "js.legacy.example.test"  # in an unsigned zone: insecure
 JS_NONE = "js2.example.test"  # no TLSA record
+JS_PKIX = "js3.example.test"  # only a PKIX-EE (1 1 1) record: unusable without a CA store
 NS1 = "ns1.netid-000013.example.test"
 NS2 = "ns2.netid-000042.example.test"  # published, not served by this join server
 NS_LEGACY = "ns9.legacy.example.test"  # allowed, but its zone is unsigned
@@ -76,6 +77,7 @@ def make_world(d: Path) -> Iterator[World]:
     example.add("ns1.netid-000013", "TLSA", make_record(ns1).to_text())
     example.add("ns2.netid-000042", "TLSA", make_record(ns2).to_text())
     example.add("js2", "A", "192.0.2.2")
+    example.add("_443._tcp.js3", "TLSA", make_record(js, 1, 1, 1).to_text())
     legacy = zones.child("legacy.example.test.", signed=False)
     legacy.add("_443._tcp.js", "TLSA", make_record(js).to_text())
     legacy.add("ns9", "TLSA", make_record(ns_legacy).to_text())

@@ -25,6 +25,7 @@ from tests.lorawan.common import (
     JS,
     JS_LEGACY,
     JS_NONE,
+    JS_PKIX,
     NETID1,
     NS1,
     NS2,
@@ -104,7 +105,11 @@ def test_join_server_key_not_the_one_in_dns_nothing_sent(world: World) -> None:
 
 @pytest.mark.parametrize(
     ("server_name", "reason"),
-    [(JS_LEGACY, "server-dns-insecure"), (JS_NONE, "server-dns-absent")],
+    [
+        (JS_LEGACY, "server-dns-insecure"),
+        (JS_NONE, "server-dns-absent"),
+        (JS_PKIX, "server-dns-unusable"),
+    ],
 )
 def test_join_server_without_secure_records_refused(
     world: World, server_name: str, reason: str

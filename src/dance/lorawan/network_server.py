@@ -10,7 +10,9 @@ Order (nothing is sent to a join server that is not the one in DNS):
 1. the JoinReq is checked against the schema (`dance.lorawan.messages`);
 2. the TLSA records at ``_PORT._tcp.SERVER_NAME`` are looked up through the DNSSEC-validating
    ``resolver``; anything but a secure, non-empty answer refuses (``server-dns-insecure``,
-   ``server-dns-bogus``, ``server-dns-absent``, ``server-dns-indeterminate``): no CA, no fallback;
+   ``server-dns-bogus``, ``server-dns-absent``, ``server-dns-indeterminate``), and so do secure
+   records none of which is usable (``server-dns-unusable``: PKIX usages 0 and 1 need a CA store,
+   which there is not, unknown digests...): no CA, no fallback;
 3. TLS 1.3 with the network server's certificate and its ``dane_clientid`` ClientName; the
    server's certificate is not checked against any CA store (there is none) but, right after the
    handshake, by `dance.tlsa.verify_server` against those records (``server-key-mismatch``: the
@@ -41,7 +43,7 @@ from dance.identity import Identity, Reason, Rejection
 from dance.lorawan.messages import JOIN_ANS, JOIN_REQ, MAX_MESSAGE, MessageError, encode, parse
 from dance.tls.bridge import DEFAULT_CODEPOINT
 from dance.tls.client import client_context, server_chain
-from dance.tlsa import server_owner, verify_server
+from dance.tlsa import MalformedRecord, TLSARecord, server_owner, usable_records, verify_server
 
 __all__ = ["JoinError", "JoinResult", "TLSALookup", "authenticate_server", "join_request"]
 
@@ -76,6 +78,12 @@ async def authenticate_server(
     owner = server_owner(server_name, port)
     found = await resolver.lookup_tlsa(owner)
     if found.outcome is Outcome.SECURE and found.records:
+        parsed = []
+        for rdata in found.records:
+            with contextlib.suppress(MalformedRecord):
+                parsed.append(TLSARecord.from_wire(rdata))
+        if not usable_records(parsed):  # e.g. only PKIX usages: there is no CA store here
+            raise JoinError("server-dns-unusable", f"no usable TLSA record at {owner}")
         return owner, found.records
     outcome = found.outcome.value if found.outcome is not Outcome.SECURE else "secure-absent"
     reason = {

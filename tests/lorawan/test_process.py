@@ -4,6 +4,7 @@ only through the signed test zones (no CA file is given to either)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,11 +46,11 @@ def _dns(world: World) -> list[str]:
     return ["--dns", f"{world.dns[0]}:{world.dns[1]}", "--trust-anchor", world.anchor_file]
 
 
-@pytest.fixture(scope="module")
-def join_server(world: World) -> Iterator[int]:
+@contextlib.contextmanager
+def _join_server(world: World, files: Files) -> Iterator[int]:
     cmd = [
         sys.executable, "-m", "dance.lorawan", "join-server", "--listen", "127.0.0.1:0",
-        "--cert", world.js.cert, "--key", world.js.key, "--join-eui", JOIN_EUI,
+        "--cert", files.cert, "--key", files.key, "--join-eui", JOIN_EUI,
         "--device", f"{DEV_EUI}={APP_KEY.hex()}", "--network-server", f"{NS1}={NETID1}",
         *_dns(world),
     ]  # fmt: skip
@@ -68,6 +69,12 @@ def join_server(world: World) -> Iterator[int]:
             if proc.poll() is None:
                 proc.kill()
             log.close()
+
+
+@pytest.fixture(scope="module")
+def join_server(world: World) -> Iterator[int]:
+    with _join_server(world, world.js) as port:
+        yield port
 
 
 def _network_server(
@@ -104,3 +111,12 @@ def test_process_refuses_network_server_with_another_key(
     # the join server still serves the genuine network server afterwards
     code, out = _network_server(world, join_server, world.ns1, tmp_path, 23)
     assert code == 0 and json.loads(out)["Result"]["ResultCode"] == "Success"
+
+
+def test_network_server_process_refuses_a_join_server_with_another_key(
+    world: World, tmp_path: Path
+) -> None:
+    with _join_server(world, world.js_impostor) as port:
+        code, out = _network_server(world, port, world.ns1, tmp_path, 24)
+    assert code == 1
+    assert out.startswith("refused: server-key-mismatch: _443._tcp.js.example.test")

@@ -405,3 +405,29 @@ def test_slow_request_times_out_and_a_vanished_client_is_released(world: World) 
     assert "refused_incomplete" in counters or "client-gone" in counters
     assert tasks == 0  # nothing kept for either connection
     assert not _joinans_of(counters)
+
+
+@pytest.mark.parametrize(
+    ("servers", "devices", "eui"),
+    [
+        ({".example.test": NETID1}, {DEV_EUI: APP_KEY}, JOIN_EUI),
+        ({"*.example.test": NETID1}, {DEV_EUI: APP_KEY}, JOIN_EUI),
+        ({"bad name.example.test": NETID1}, {DEV_EUI: APP_KEY}, JOIN_EUI),
+        ({NS1: "0013"}, {DEV_EUI: APP_KEY}, JOIN_EUI),
+        ({NS1: NETID1}, {DEV_EUI: bytes(15)}, JOIN_EUI),
+        ({NS1: NETID1}, {"0004a30b001c05": APP_KEY}, JOIN_EUI),
+        ({NS1: NETID1}, {DEV_EUI: APP_KEY}, "70b3d57ed00000zz"),
+    ],
+)
+def test_join_server_configuration_checked(
+    servers: dict[str, str], devices: dict[str, bytes], eui: str
+) -> None:
+    with pytest.raises(ValueError):
+        JoinServer(join_eui=eui, devices=devices, network_servers=servers)
+
+
+def test_network_server_names_are_canonical_exact_names() -> None:
+    js = JoinServer(
+        join_eui=JOIN_EUI, devices={}, network_servers={"NS1.NetID-000013.Example.Test": NETID1}
+    )
+    assert js.allow_list() == [NS1]

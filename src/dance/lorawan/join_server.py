@@ -34,6 +34,7 @@ from dance.http.h1 import EndOfRequest, HttpError, RequestHead, RequestReader
 from dance.identity import Identity
 from dance.lorawan.frames import join_accept, join_request_mic_ok, session_keys
 from dance.lorawan.messages import JOIN_ANS, JOIN_REQ, MAX_MESSAGE, MessageError, encode, parse
+from dance.names import InvalidName, parse_client_name
 from dance.tls.server import ROUTINE_ERRORS, until_client_leaves
 
 __all__ = ["JoinServer"]
@@ -70,7 +71,7 @@ class JoinServer:
             if len(app_key) != 16:
                 raise ValueError(f"AppKey of {dev} is not 16 bytes")
         self.network_servers = {
-            name.rstrip(".").lower(): _hex_id(net_id, 3, "NetID")
+            _client_name(name): _hex_id(net_id, 3, "NetID")
             for name, net_id in network_servers.items()
         }
         self.path = path
@@ -255,6 +256,16 @@ def _check_head(head: RequestHead, path: str) -> None:
     types = [v for k, v in request.headers if k.lower() == b"content-type"]
     if len(types) != 1 or types[0].split(b";")[0].strip().lower() != b"application/json":
         raise _Refused(415, "unsupported-media-type")
+
+
+def _client_name(name: str) -> str:
+    """A network server's exact ClientName, canonical (never a suffix: one name, one NetID)."""
+    if name.startswith((".", "*")):
+        raise ValueError(f"a network server is one exact name, not {name!r}")
+    try:
+        return parse_client_name(name).text
+    except InvalidName as exc:
+        raise ValueError(f"bad network server name {name!r}: {exc}") from None
 
 
 def _hex_id(value: str, size: int, label: str) -> str:

@@ -60,8 +60,7 @@ def ctx(world: World, files: Files, name: str) -> ssl.SSLContext:
     return device_context(name=name, cert=files.cert, key=files.key, cafile=world.ca)
 
 
-def device(world: World, front: Front, protocol: int, files: Any = None, name: str = DEVICE,
-           **kw: Any) -> Client:  # fmt: skip
+def device(world: World, protocol: int, files: Any = None, name: str = DEVICE, **kw: Any) -> Client:
     client = Client(protocol, **kw)
     client.c.tls_set_context(ctx(world, files or world.device, name))
     return client
@@ -82,7 +81,7 @@ def test_device_publishes_on_its_topic_not_on_another(
     world: World, broker: Broker, front: Front, protocol: int
 ) -> None:
     mon = monitor(broker, protocol)
-    dev = device(world, front, protocol).start(front.port)
+    dev = device(world, protocol).start(front.port)
     try:
         assert dev.connected.wait(15), broker.log()[-2000:]
         assert not dev.rc.is_failure
@@ -106,7 +105,7 @@ def test_forged_username_password_and_client_id_are_replaced(
 ) -> None:
     before = front.proxy.stats.snapshot()
     mon = monitor(broker, V311)
-    dev = device(world, front, V311, client_id=OTHER)
+    dev = device(world, V311, client_id=OTHER)
     dev.c.username_pw_set(OTHER, "hunter2")
     dev.start(front.port)
     try:
@@ -136,7 +135,7 @@ def test_refused_identity_never_reaches_the_broker(
 ) -> None:
     seen = broker.connections()
     relayed = front.proxy.stats.broker_connections
-    dev = device(world, front, V5, files=getattr(world, which), name=name)
+    dev = device(world, V5, files=getattr(world, which), name=name)
     refused = front.server.stats.get(f"rejected_{reason}")
     try:
         dev.c.connect("localhost", front.port)  # TLS 1.3: the handshake ends before the verdict

@@ -65,7 +65,6 @@ def register(subparsers: Any) -> None:
     lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                      help="0: none (MQTT keep-alive traffic counts as activity)")  # fmt: skip
     lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
-    p.add_argument("--json", action="store_true", help="announce the listening address in JSON")
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_mqtt_proxy)

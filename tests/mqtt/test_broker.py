@@ -12,7 +12,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from dance.mqtt.client import device_context
-from dance.mqtt.codec import Connect, encode_connect, encode_varint
+from dance.mqtt.codec import Connect, Will, encode_connect, encode_varint
 from tests.mqtt.conftest import MAX_REMAINING, MONITOR, Broker, Front, wait_for
 from tests.tls.common import DEVICE, OTHER, OUTSIDE, Files, World
 
@@ -228,3 +228,35 @@ def test_bad_later_packet_closes_the_session(
         s.sendall(after)
         assert _until_closed(s) == b""
     assert wait_for(lambda: front.proxy.stats.refused.get(reason, 0) == count + 1)
+
+
+def test_will_on_another_device_topic_is_not_published(
+    world: World, broker: Broker, front: Front
+) -> None:
+    """A will is a publication the broker makes later on the device's behalf: the ACL applies."""
+    mon = monitor(broker, V311)
+    try:
+        for topic in (f"devices/{OTHER}/will", f"devices/{DEVICE}/will"):
+            will = Will(0, False, topic, b"gone")
+            c = Connect(level=4, clean_start=True, keep_alive=30, client_id="w", will=will)
+            s = _tls(world, front)
+            s.sendall(encode_connect(c))
+            connack = s.recv(4)
+            s.close()  # no DISCONNECT: the broker publishes the will (if allowed)
+            assert connack == b"\x20\x02\x00\x00"  # accepted either way
+        own = (f"devices/{DEVICE}/will", b"gone")
+        assert wait_for(lambda: own in mon.messages)  # sent after the foreign one
+        assert all(t != f"devices/{OTHER}/will" for t, _ in mon.messages), mon.messages
+    finally:
+        mon.stop()
+
+
+def test_the_broker_refuses_a_client_without_username(broker: Broker) -> None:
+    """use_username_as_clientid: the front always sets one; a client without is refused."""
+    anonymous = Client(V311, client_id="anyone")
+    anonymous.start(broker.proc.port, "127.0.0.1")
+    try:
+        assert anonymous.connected.wait(15)
+        assert anonymous.rc.is_failure
+    finally:
+        anonymous.c.loop_stop()

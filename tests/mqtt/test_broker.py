@@ -260,3 +260,19 @@ def test_the_broker_refuses_a_client_without_username(broker: Broker) -> None:
         assert anonymous.rc.is_failure
     finally:
         anonymous.c.loop_stop()
+
+
+def test_a_device_that_vanishes_releases_its_broker_connection(
+    world: World, broker: Broker, front: Front
+) -> None:
+    import struct
+
+    closed = broker.log().count(f"Client {DEVICE} closed its connection")
+    s = _tls(world, front)
+    s.sendall(_connect())
+    assert s.recv(4)[:1] == b"\x20"
+    assert wait_for(lambda: front.server.connections >= 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # a TCP reset, no DISCONNECT
+    assert wait_for(lambda: broker.log().count(f"Client {DEVICE} closed its connection") > closed)
+    assert wait_for(lambda: front.server.connections == 0)

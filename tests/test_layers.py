@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "tls": 4,
     "http": 4,
     "smtp": 5,
+    "mqtt": 5,
     "ssh": 5,
     "authority": 5,
     "message": 5,

@@ -28,11 +28,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.authority",
     "dance.cli.ssh",
     "dance.cli.smtp",
+    "dance.cli.mqtt",
 )
 
 
 # Long-running commands that read ``--config FILE`` (TOML, keys = long options; flags win).
-SERVICE_COMMANDS: tuple[str, ...] = ("proxy", "smtp-proxy", "agent", "authority", "ssh-keys-daemon")
+SERVICE_COMMANDS: tuple[str, ...] = (
+    "proxy",
+    "smtp-proxy",
+    "agent",
+    "authority",
+    "ssh-keys-daemon",
+    "mqtt-proxy",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,195 @@
+"""``dance mqtt-proxy``: a DANCE front for an MQTT broker (Mosquitto) on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from dance.cli.common import (
+    UsageError,
+    add_dns_options,
+    log_to_stderr,
+    make_resolver,
+    parse_hostport,
+)
+from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "mqtt-proxy",
+        help="MQTT front requiring DANCE client authentication, in front of a broker",
+        description=(
+            "Terminate TLS 1.3, authenticate devices with dane_clientid and DNSSEC-validated "
+            "TLSA records, check their CONNECT strictly, set its username to the authenticated "
+            "ClientName (a client-supplied username and password are dropped) and relay to the "
+            "broker on loopback, whose ACL patterns on %%u confine each device. Refused clients "
+            "and malformed first packets never cause a broker connection."
+        ),
+    )
+    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the broker (loopback)")
+    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
+    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allowed client name, or .suffix for every name below it (repeatable)",
+    )
+    p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
+    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
+    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim.add_argument(
+        "--max-packet",
+        type=int,
+        default=256 * 1024,
+        metavar="BYTES",
+        help="largest Remaining Length accepted from a device (default 262144)",
+    )
+    lim.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                     help="time for the device's CONNECT to arrive")  # fmt: skip
+    lim.add_argument("--broker-timeout", type=float, default=5.0, metavar="S")
+    lim.add_argument("--max-pending", type=int, default=64)
+    lim.add_argument("--max-lookups", type=int, default=32)
+    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--max-connections", type=int, default=512)
+    lim.add_argument("--max-per-address", type=int, default=64)
+    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
+                     help="0: none (MQTT keep-alive traffic counts as activity)")  # fmt: skip
+    lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument("--verbose", "-v", action="store_true")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_mqtt_proxy)
+
+
+def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
+    import signal
+    import ssl
+
+    from dance.auth import AllowList, Authenticator
+    from dance.mqtt import MQTTProxyConfig, start_mqtt_proxy
+    from dance.service.endpoint import dns_readiness
+    from dance.service.options import ServiceOptionError, observe
+    from dance.tls import BridgeError
+
+    listen = parse_hostport(args.listen, "--listen")
+    broker = parse_hostport(args.broker, "--broker")
+    codepoint = _codepoint(args.clientid_codepoint)
+    for label, count in (
+        ("--max-pending", args.max_pending),
+        ("--max-lookups", args.max_lookups),
+        ("--max-connections", args.max_connections),
+        ("--max-per-address", args.max_per_address),
+    ):
+        if count < 1:
+            raise UsageError(f"{label} must be at least 1")
+    for label, seconds in (
+        ("--lookup-timeout", args.lookup_timeout),
+        ("--handshake-timeout", args.handshake_timeout),
+    ):
+        if not seconds > 0:
+            raise UsageError(f"{label} must be positive")
+    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
+        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    try:
+        allow = AllowList.parse(_allow_entries(args))
+        config = MQTTProxyConfig(
+            broker,
+            max_remaining=args.max_packet,
+            connect_timeout=args.connect_timeout,
+            broker_timeout=args.broker_timeout,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.verbose:
+        log_to_stderr(logging.INFO)
+    resolver = make_resolver(args)
+    _raise_descriptor_limit(2 * args.max_connections + 64)
+    auth = Authenticator(resolver, allow=allow)
+    current: dict[str, Any] = {}
+
+    def sources() -> dict[str, Any]:
+        source: Any = auth.source  # the resolver: its own counters
+        out: dict[str, Any] = {"auth": auth.stats(), "dns": source.stats()}
+        if "tls" in current:
+            out["tls:reason"] = current["tls"].snapshot()
+        if "mqtt" in current:
+            snap = current["mqtt"].stats.snapshot()
+            out["mqtt:reason"] = snap.pop("refused")
+            out["mqtt"] = snap
+        return out
+
+    try:
+        observer, endpoint = observe(
+            args, "mqtt-proxy", sources, dns_readiness(resolver.server, ".")
+        )
+    except ServiceOptionError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def run() -> None:
+        try:
+            server, proxy = await start_mqtt_proxy(
+                listen[0],
+                listen[1],
+                config=config,
+                cert=args.cert,
+                key=args.key,
+                authenticator=auth,
+                codepoint=codepoint,
+                max_pending=args.max_pending,
+                max_lookups=args.max_lookups,
+                lookup_timeout=args.lookup_timeout,
+                handshake_timeout=args.handshake_timeout,
+                max_connections=args.max_connections,
+                max_per_address=args.max_per_address,
+                idle_timeout=args.idle_timeout or None,
+                observer=observer,
+            )
+        except BridgeError as exc:
+            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot start: {exc}") from None
+        current["tls"], current["mqtt"] = server.stats, proxy
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        where = f"{server.host}:{server.port}"
+        if args.json:
+            print(
+                json.dumps({"listening": where, "broker": f"{broker[0]}:{broker[1]}"}), flush=True
+            )
+        else:
+            print(
+                f"dance mqtt-proxy: listening on {where}, broker {broker[0]}:{broker[1]}",
+                flush=True,
+            )
+        try:
+            await stop.wait()
+            cut = await server.shutdown(args.drain_timeout)
+            print(
+                f"dance mqtt-proxy: stopped ({cut} connection(s) cut at the deadline)", flush=True
+            )
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            with contextlib.suppress(Exception):
+                await resolver.aclose()
+            log.info("tls stats: %s", server.stats.snapshot())
+            log.info("mqtt stats: %s", proxy.stats.snapshot())
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+    return EXIT_OK

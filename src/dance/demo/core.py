@@ -49,6 +49,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.demo.lorawan import run_lorawan
 
     good &= run_lorawan(out, now) == 0
+    from dance.demo.mqtt import run_mqtt
+
+    good &= run_mqtt(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

@@ -120,3 +120,51 @@ def test_openssl_s_client_verifies_dances_server_by_dane(world: World, echo: Loo
         input=b"", capture_output=True, timeout=30,
     )  # fmt: skip
     assert b"Verification: OK" not in bad.stdout
+
+
+def test_ldns_dane_verifies_dances_server(world: World, echo: LoopThread, tmp_path: Path) -> None:
+    """ldns-dane (ldnsutils) checks dance's server against TLSA records: the right one passes, a
+    wrong one fails (-d: the records are taken as DNSSEC-valid; -n: no name check, RFC 7671 5.1)."""
+    ldns_dane = require_binary("ldns-dane")
+    owner = f"_{echo.port}._tcp.{SERVER}."
+
+    def verify(record: str) -> subprocess.CompletedProcess[str]:
+        tlsa = tmp_path / "tlsa.txt"
+        tlsa.write_text(f"{owner} 300 IN TLSA {record}\n")
+        return subprocess.run(
+            [ldns_dane, "-d", "-n", "-a", "127.0.0.1", "-t", str(tlsa), "verify"],  # -n: DANE-EE
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    good = verify(make_record(_server_cert(world), 3, 1, 1).to_text())
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "dane-validated successfully" in good.stdout + good.stderr
+    bad = verify("3 1 1 " + "00" * 32)
+    assert bad.returncode != 0 and "dane-validated successfully" not in bad.stdout + bad.stderr
+
+
+def test_dance_connect_authenticates_nginx_by_its_published_key(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nginx (a self-signed certificate, no CA) whose key is published as 3 1 1: `dance connect
+    --server-auth dane` accepts it and gets the backend's answer; a wrong record refuses it."""
+    from dance.testkit.frontends import echo_backend, nginx_conf, server_tls, start_nginx
+    from dance.testkit.servers import free_port
+
+    require_binary("nginx")
+    tls = server_tls(tmp_path / "tls")
+    nginx_cert = x509.load_pem_x509_certificate(tls.server_cert.read_bytes())
+    with echo_backend() as backend:
+        port = free_port()
+        conf = nginx_conf(tmp_path / "nginx", port, tls, agent_port=None, backend_port=backend)
+        proc = start_nginx(tmp_path / "nginx", conf, port)
+        try:
+            _publish(world, port, make_record(nginx_cert, 3, 1, 1).to_text())
+            assert main(_connect(world, port, "dane", "--http", "/")) == 0
+            out = capsys.readouterr().out
+            assert out.startswith("accepted:") and "HTTP/1.1 200" in out
+            _publish(world, port, make_record(_server_cert(world), 3, 1, 1).to_text())
+            assert main(_connect(world, port, "dane", "--http", "/")) == 1
+            assert "server not authenticated: no-match" in capsys.readouterr().out
+        finally:
+            proc.stop()

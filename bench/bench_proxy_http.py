@@ -375,6 +375,22 @@ def bench(args: argparse.Namespace) -> int:
         f"per round (new / old of the same round): {', '.join(f'{r:.1%}' for r in pairs)}; "
         f"median {statistics.median(pairs):.1%}"
     )
+    from benchlib import Results
+
+    out = Results("bench_proxy_http", quick=args.quick)
+    out.add(
+        "requests per proxy CPU-second, strict reader",
+        new,
+        "/CPU-s",
+        peer="the hand-written relay before issue 12",
+        peer_value=old,
+        target=">= 0.9x",
+    )
+    out.note(
+        f"{args.rounds} alternating rounds of {args.seconds:g} s, {args.connections} "
+        "keep-alive TLS connections with dane_clientid"
+    )
+    out.write()
     return 0
 
 
@@ -390,7 +406,10 @@ def main() -> int:
     p.add_argument("--backend", type=int)
     p.add_argument("--profile", help="write the proxy's cProfile stats to FILE.old / FILE.new")
     p.add_argument("--port", type=int)
+    p.add_argument("--quick", action="store_true", help="2 rounds of 3 s (make bench-quick)")
     args = p.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = min(args.rounds, 2), min(args.seconds, 3.0)
     if args.role == "backend":
         backend_main()
     elif args.role == "proxy":

@@ -404,7 +404,8 @@ def bench(args: argparse.Namespace) -> int:
         common += ["--anchor", str(d / "anchor.txt")]
         if not args.only_slow:
             part1(args, d, common, client_cert, server_cert, server_key, dance_ctx, plain_ctx)
-        part2(args, d, zones, common, client_cert, client_key, dance_ctx)
+        if not args.quick:
+            part2(args, d, zones, common, client_cert, client_key, dance_ctx)
     shutil.rmtree(d, ignore_errors=True)
     return 0
 
@@ -434,6 +435,12 @@ def part1(
         f"  medians: dance {rates['dance']:.0f}, pinned {rates['pinned']:.0f}: "
         f"dance / pinned = {rates['dance'] / rates['pinned']:.0%} (target >= 90%)"
     )
+    from benchlib import Results
+
+    out = Results("bench_tls", quick=getattr(args, "quick", False))
+    out.add("dance.tls.serve, handshakes per server CPU-second (cached identity)",
+            rates["dance"], "/CPU-s", peer="stdlib ssl, certificate pinned",
+            peer_value=rates["pinned"], target=">= 0.9x")  # fmt: skip
     if not args.no_nginx and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         proc, port, workers = start_nginx(d, server_cert, server_key)
         try:
@@ -449,6 +456,9 @@ def part1(
                 f"per server CPU-second (ssl_verify_client optional_no_ca)"
             )
             print(f"  dance / nginx = {rates['dance'] / rate:.0%}")
+            out.add("dance.tls.serve, handshakes per server CPU-second", rates["dance"],
+                    "/CPU-s", peer="nginx, ssl_verify_client optional_no_ca",
+                    peer_value=rate, target=">= 1.0x")  # fmt: skip
         finally:
             proc.terminate()
             proc.wait()
@@ -456,6 +466,7 @@ def part1(
         print("  nginx: skipped (--no-nginx)")
     else:
         print("  nginx: not installed (apt-get install -y nginx), skipped")
+    out.write()
 
 
 def part2(
@@ -557,11 +568,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--only-slow", action="store_true", help="run part 2 only")
+    p.add_argument("--quick", action="store_true", help="part 1 only, 1 round of 3 s")
     p.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument(
         "--offered", type=float, default=0.6, help="part 2 paced load, fraction of capacity"
     )
     args = p.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, min(args.seconds, 3.0)
     if args.role == "cold":
         return cold_main(args)
     if args.role == "load":

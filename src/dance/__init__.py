@@ -8,10 +8,6 @@ The public names below are imported on first use (PEP 562), so that ``import dan
 what ``x`` needs: the SSH key hook, run by sshd for every offered key, imports almost nothing.
 """
 
-from __future__ import annotations
-
-import importlib
-
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -42,11 +38,11 @@ if TYPE_CHECKING:
     from dance.tlsa import MatchPolicy, TLSARecord, make_record, verify
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dance' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(__import__(module, fromlist=[name]), name)
     globals()[name] = value
     return value
 

@@ -6,10 +6,6 @@
 verdict (rejected, bogus), 2 unusable input or configuration.
 """
 
-from __future__ import annotations
-
-import importlib
-
 TYPE_CHECKING = False  # not typing's: `dance-ssh-keys` (dance.cli.ssh_hook) must stay cheap
 if TYPE_CHECKING:
     from typing import Any
@@ -71,10 +67,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     if name not in __all__:
         raise AttributeError(f"module 'dance.cli' has no attribute {name!r}")
     module = "dance.cli.main" if name in _FROM_MAIN else "dance.cli.common"
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(__import__(module, fromlist=[name]), name)
     globals()[name] = value
     return value

@@ -10,10 +10,6 @@ The public names of ``dance.ssh.core`` are importable from here; they load on fi
 562), so that importing ``dance.ssh.client`` stays cheap.
 """
 
-from __future__ import annotations
-
-import importlib
-
 TYPE_CHECKING = False  # not typing's: the hook must not pay for importing typing
 if TYPE_CHECKING:
     from typing import Any
@@ -53,9 +49,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     if name not in __all__:
         raise AttributeError(f"module 'dance.ssh' has no attribute {name!r}")
-    value = getattr(importlib.import_module("dance.ssh.core"), name)
+    value = getattr(__import__("dance.ssh.core", fromlist=[name]), name)
     globals()[name] = value
     return value

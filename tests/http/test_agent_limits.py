@@ -3,6 +3,7 @@ sources, header name variants, and `-v` logging every decision."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -12,8 +13,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from dance.auth import Authenticator
+from dance.dns import LookupResult
 from dance.http.agent import Agent
-from tests.http.common import DEVICE, Identities, b64, make_http_auth, make_identities
+from dance.http.core import HttpAuth
+from dance.http.headers import CertificateHeaderParser
+from tests.http.common import (
+    ALLOW,
+    DEVICE,
+    FakeSource,
+    Identities,
+    b64,
+    make_http_auth,
+    make_identities,
+    nginx_header,
+    records,
+)
 from tests.http.test_agent import _AgentThread, ask, raw
 
 
@@ -183,3 +198,48 @@ def test_verbose_logs_every_decision(ids: Identities, caplog: pytest.LogCaptureF
     text = caplog.text
     assert f"accepted {DEVICE}" in text
     assert "denied: not-authenticated (no-match)" in text
+
+
+class _SlowSource(FakeSource):
+    """Answers after ``delay`` seconds: a decision that is still in progress at SIGTERM."""
+
+    delay: float = 0.6
+
+    async def lookup_tlsa(self, name: str) -> LookupResult:
+        await asyncio.sleep(self.delay)
+        return await super().lookup_tlsa(name)
+
+
+@pytest.mark.parametrize(("timeout", "cut"), [(5.0, 0), (0.05, 1)])
+def test_drain_answers_decisions_in_progress_or_cuts_them(timeout: float, cut: int) -> None:
+    """SIGTERM's drain: no new connections; a decision in progress is answered within the
+    deadline, or cut when the deadline is shorter than the lookup."""
+    ids = make_identities()
+    source = _SlowSource(records(ids))
+    http_auth = HttpAuth(Authenticator(source, allow=ALLOW), parser=CertificateHeaderParser())
+
+    async def scenario() -> None:
+        agent = Agent(http_auth)
+        await agent.serve("127.0.0.1", 0)
+        port = agent.address[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /auth HTTP/1.1\r\nHost: a\r\nClient-Cert: "
+            + nginx_header(ids.device).encode()
+            + b"\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the lookup is under way
+        drained = asyncio.ensure_future(agent.drain(timeout))
+        await asyncio.sleep(0.05)
+        with pytest.raises(OSError):  # no new connections once draining
+            await asyncio.open_connection("127.0.0.1", port)
+        assert await drained == cut
+        answer = await asyncio.wait_for(reader.read(), 5)
+        if cut:
+            assert answer == b""
+        else:
+            assert answer.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    asyncio.run(scenario())

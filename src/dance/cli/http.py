@@ -129,7 +129,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
                 if index == 0:
                     print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
                 await stop.wait()
-                await agent.close()
+                cut = await agent.drain(args.drain_timeout)
+                if index == 0:
+                    print(f"dance agent: stopped ({cut} request(s) cut at the deadline)",
+                          flush=True)  # fmt: skip
             return 0
 
         try:
@@ -150,6 +153,13 @@ def register(subparsers: Any) -> None:
         "agent", help="HTTP authorization service for nginx auth_request and HAProxy"
     )
     p.add_argument("--listen", default="127.0.0.1:9180", metavar="HOST:PORT", help="bind address")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, seconds for decisions in progress to be answered (default 10)",
+    )
     p.add_argument(
         "--allow",
         action="append",

@@ -146,6 +146,18 @@ class Agent:
         host, port = self.server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting, let decisions in progress be answered for ``timeout`` seconds, then
+        close every connection (idle keep-alive ones at once); returns how many were cut."""
+        if self.server is not None:
+            self.server.close()
+        deadline = time.monotonic() + timeout
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        cut = sum(1 for c in self.connections if c.busy)
+        await self.close()
+        return cut
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

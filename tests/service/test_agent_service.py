@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from dance.testkit.frontends import start_agent
-from dance.testkit.servers import KnotZone, Proc, dnskey_anchor, free_port, start_knot
+from dance.testkit.servers import (
+    KnotZone,
+    Proc,
+    dnskey_anchor,
+    free_port_pair,
+    start_knot,
+)
 from dance.tlsa import make_record
 from tests.http.common import DEVICE, Identities, make_identities, nginx_header
 
@@ -35,21 +41,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, str,
         knot.stop()
 
 
-def _two_free_ports() -> int:
-    """A port P with P+1 free too (worker i serves its metrics at P+i)."""
-    import socket
-
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", path, headers=headers or {})
@@ -63,7 +54,7 @@ def test_agent_with_workers_metrics_and_json_access_log(
     world: tuple[Proc, str, Identities], tmp_path: Path
 ) -> None:
     knot, anchor, ids = world
-    metrics = _two_free_ports()
+    metrics = free_port_pair()
     proc = start_agent(
         tmp_path, knot.port, anchor,
         ["--allow", "._device.example.test", "--workers", "2", "--log-format", "json",

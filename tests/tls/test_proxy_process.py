@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from dance import certs
 from dance.testkit import Hierarchy
+from dance.testkit.servers import free_port_pair
 from dance.tls import client_context, probe
 from tests.pki import key
 from tests.tls.common import DEVICE, NOW, OTHER, World, make_world
@@ -71,23 +72,6 @@ class Proxy:
 
 
 STARTED: list[asyncio.subprocess.Process] = []
-
-
-def _two_free_ports() -> int:
-    """A port P with P+1 free too (worker i serves its metrics at P+i)."""
-    import socket
-
-    from dance.testkit.servers import free_port
-
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def kill_leftovers() -> None:
@@ -285,7 +269,7 @@ def test_workers_access_log_and_metrics(world: World) -> None:
     async def scenario() -> None:
         backend = await echo_backend()
         port = backend.sockets[0].getsockname()[1]
-        metrics = _two_free_ports()
+        metrics = free_port_pair()
         try:
             proxy = await start_proxy(
                 world, port, "--cert", world.server.cert, "--key", world.server.key,

@@ -63,6 +63,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port P with P+1 free too (``--workers``: worker i serves its metrics at P+i)."""
+    for _ in range(100):
+        port = free_port(host)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 @dataclass
 class Proc:
     """A server process started by a test, with its port and log file."""

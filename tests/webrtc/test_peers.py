@@ -18,7 +18,7 @@ from dance.auth import Authenticator
 from dance.identity import Identity
 from dance.testkit import Fault
 from dance.webrtc import DancePeer, PeerRefused, SdpReason, WebRTCReason
-from tests.webrtc.common import ALICE, ALLOW, BOB, World, resolver
+from tests.webrtc.common import ALICE, ALICE_HASHED, ALLOW, BOB, World, resolver
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,7 @@ def run_pair(
     world: World,
     *,
     alice_key: Any = None,
+    alice_name: str = ALICE,
     bob_key: Any = None,
     bob_allow: list[str] | None = None,
     alice_cert: Any = None,
@@ -46,7 +47,7 @@ def run_pair(
     async def main() -> Run:
         async with resolver(world) as ra, resolver(world) as rb:
             alice = DancePeer(
-                ALICE,
+                alice_name,
                 alice_key or world.alice,
                 Authenticator(ra, allow=ALLOW),
                 peer_name=BOB,
@@ -56,7 +57,7 @@ def run_pair(
                 BOB,
                 bob_key or world.bob,
                 Authenticator(rb, allow=bob_allow if bob_allow is not None else ALLOW),
-                peer_name=ALICE,
+                peer_name=alice_name,
             )
             try:
                 offer = await alice.offer()
@@ -113,6 +114,13 @@ def test_both_peers_authenticated_and_data_flows(world: World) -> None:
     assert run.bob_got == [b"hello from alice"]
     assert run.alice_got == ["hello from bob"]
     assert run.alice.counters["accepted"] == 1 and run.bob.counters["accepted"] == 1
+
+
+def test_user_under_a_hashed_owner_name(world: World) -> None:
+    run = run_pair(world, alice_name=ALICE_HASHED)
+    assert isinstance(run.bob_result, Identity) and run.bob_result.identity == ALICE_HASHED
+    assert ALICE_HASHED.endswith("._user.example.test") and "alice" not in ALICE_HASHED
+    assert run.bob_got == [b"hello from alice"] and run.alice_got == ["hello from bob"]
 
 
 def test_peer_with_another_key_is_refused(world: World) -> None:

@@ -104,6 +104,11 @@ def _refused_by_bob(run: Run, reason: str) -> None:
     assert run.bob_got == [] and run.alice_got == []
     assert run.bob.counters["refused"] == 1 and run.bob.counters[f"refused_{reason}"] == 1
     assert run.bob.counters["messages"] == 0 and run.alice.counters["messages"] == 0
+    # the refusing side's DTLS transport failed before SRTP keys were derived
+    transports = run.bob.pc._RTCPeerConnection__dtlsTransports
+    assert transports
+    for dtls in transports:
+        assert dtls._rx_srtp is None and dtls._tx_srtp is None
 
 
 def test_both_peers_authenticated_and_data_flows(world: World) -> None:
@@ -114,6 +119,8 @@ def test_both_peers_authenticated_and_data_flows(world: World) -> None:
     assert run.bob_got == [b"hello from alice"]
     assert run.alice_got == ["hello from bob"]
     assert run.alice.counters["accepted"] == 1 and run.bob.counters["accepted"] == 1
+    for dtls in run.bob.pc._RTCPeerConnection__dtlsTransports:
+        assert dtls._rx_srtp is not None  # keys derived once the peer was authenticated
 
 
 def test_user_under_a_hashed_owner_name(world: World) -> None:

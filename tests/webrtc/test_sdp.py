@@ -101,3 +101,17 @@ def test_arbitrary_text_never_raises_anything_but_sdp_error(text: str) -> None:
         assert isinstance(exc.reason, SdpReason)
     else:
         assert len(summary.fingerprint) == 32
+
+
+def test_the_package_imports_without_aiortc() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['aiortc'] = None\n"
+        "import dance.webrtc as w\n"
+        "assert w.read_sdp is not None\n"
+        "try:\n    w.DancePeer\nexcept ImportError:\n    print('lazy')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "lazy"

@@ -322,8 +322,8 @@ class DancePeer:
 
     async def _check(self, dtls: RTCDtlsTransport) -> bool:
         """The peer's presented certificate against its SDP fingerprint and its TLSA records."""
-        if self.identity is not None:  # one peer per connection (bundled transports)
-            return True
+        # every DTLS transport is checked (bundled or not); decisions are cached by the
+        # Authenticator, so a second transport costs no query
         ssl = dtls._ssl
         cert = ssl.get_peer_certificate(as_cryptography=True) if ssl is not None else None
         if cert is None:
@@ -348,8 +348,9 @@ class DancePeer:
         if isinstance(result, Rejection):
             self._refuse(result.reason.value, result.detail, result)
             return False
-        self.identity = result
-        self.counters["accepted"] += 1
+        if self.identity is None:
+            self.identity = result
+            self.counters["accepted"] += 1
         log.info("webrtc peer authenticated as %s (%s)", result.identity, result.record)
         return True
 

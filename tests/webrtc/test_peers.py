@@ -40,6 +40,7 @@ def run_pair(
     alice_name: str = ALICE,
     bob_key: Any = None,
     bob_allow: list[str] | None = None,
+    bob_auth_timeout: float = 10.0,
     alice_cert: Any = None,
     edit_offer: Callable[[str], str] | None = None,
     edit_answer: Callable[[str], str] | None = None,
@@ -58,6 +59,7 @@ def run_pair(
                 bob_key or world.bob,
                 Authenticator(rb, allow=bob_allow if bob_allow is not None else ALLOW),
                 peer_name=alice_name,
+                auth_timeout=bob_auth_timeout,
             )
             try:
                 offer = await alice.offer()
@@ -156,6 +158,12 @@ def test_bogus_dns_is_refused(world: World) -> None:
     with world.zones.inject(Fault("bad-signature", ALICE)):
         run = run_pair(world)
     _refused_by_bob(run, "dns-bogus")
+
+
+def test_slow_dns_is_refused_after_the_authentication_timeout(world: World) -> None:
+    with world.zones.inject(Fault("slow", ALICE, delay=8.0)):
+        run = run_pair(world, bob_auth_timeout=1.0)
+    _refused_by_bob(run, WebRTCReason.TIMEOUT)
 
 
 def test_sdp_fingerprint_not_matching_the_presented_certificate(world: World) -> None:

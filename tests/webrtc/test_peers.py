@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiortc.mediastreams import AudioStreamTrack
 from cryptography.hazmat.primitives import serialization
 
 from dance import certs
@@ -41,6 +42,7 @@ def run_pair(
     bob_key: Any = None,
     bob_allow: list[str] | None = None,
     bob_auth_timeout: float = 10.0,
+    audio: bool = False,
     alice_cert: Any = None,
     edit_offer: Callable[[str], str] | None = None,
     edit_answer: Callable[[str], str] | None = None,
@@ -53,6 +55,7 @@ def run_pair(
                 Authenticator(ra, allow=ALLOW),
                 peer_name=BOB,
                 certificate=alice_cert,
+                tracks=[AudioStreamTrack()] if audio else (),
             )
             bob = DancePeer(
                 BOB,
@@ -77,10 +80,20 @@ def run_pair(
                     bob.send("hello from bob")
                     bob_got = [await bob.receive(10)]
                     alice_got = [await alice.receive(10)]
+                    if audio:
+                        frame = await asyncio.wait_for(bob.remote_tracks[0].recv(), 10)
+                        bob_got.append(("audio", frame.sample_rate, frame.samples))
                 else:
                     # one side refused: give the other a moment, then look at what got through
                     await asyncio.sleep(0.5)
                     bob_got, alice_got = bob.received(), alice.received()
+                    if audio:
+                        assert bob.remote_tracks  # announced in the SDP ...
+                        try:  # ... but no frame gets through
+                            await asyncio.wait_for(bob.remote_tracks[0].recv(), 2)
+                            bob_got.append("an audio frame")
+                        except TimeoutError:
+                            pass
                     for t in (ta, tb):
                         if not t.done():
                             t.cancel()
@@ -123,6 +136,19 @@ def test_both_peers_authenticated_and_data_flows(world: World) -> None:
     assert run.alice.counters["accepted"] == 1 and run.bob.counters["accepted"] == 1
     for dtls in run.bob.pc._RTCPeerConnection__dtlsTransports:
         assert dtls._rx_srtp is not None  # keys derived once the peer was authenticated
+
+
+def test_audio_over_srtp_after_both_peers_are_authenticated(world: World) -> None:
+    run = run_pair(world, audio=True)
+    assert isinstance(run.alice_result, Identity) and isinstance(run.bob_result, Identity)
+    assert run.bob_got[0] == b"hello from alice"
+    kind, rate, samples = run.bob_got[1]
+    assert (kind, rate) == ("audio", 48000) and samples > 0  # a frame, decrypted (SRTP)
+
+
+def test_audio_from_a_peer_with_another_key_never_arrives(world: World) -> None:
+    run = run_pair(world, alice_key=world.mallory, audio=True)
+    _refused_by_bob(run, "no-match")
 
 
 def test_user_under_a_hashed_owner_name(world: World) -> None:

@@ -55,11 +55,22 @@ def test_fingerprint_rules(fingerprints: tuple[str, ...], reason: SdpReason) -> 
     assert info.value.reason is reason
 
 
-def test_session_level_and_media_level_fingerprints_count_together() -> None:
+def test_one_certificate_per_description_across_sections() -> None:
+    other = ":".join(["CD"] * 32)
+    # the same fingerprint at session level and in a media section (or in each bundled m=
+    # section) names one certificate: accepted
     text = "v=0\r\n" + f"a=fingerprint:sha-256 {FP}\r\n" + sdp()[len("v=0\r\n") :]
-    with pytest.raises(SdpError) as info:
-        read_sdp(text)
-    assert info.value.reason is SdpReason.SEVERAL_FINGERPRINTS
+    assert read_sdp(text).fingerprint == bytes([0xAB] * 32)
+    two = sdp("m=audio 9 UDP/TLS/RTP/SAVPF 96", f"a=fingerprint:sha-256 {FP}")
+    assert read_sdp(two).fingerprint == bytes([0xAB] * 32)
+    # different certificates in different sections: refused
+    for bad in (
+        "v=0\r\n" + f"a=fingerprint:sha-256 {other}\r\n" + sdp()[len("v=0\r\n") :],
+        sdp("m=audio 9 UDP/TLS/RTP/SAVPF 96", f"a=fingerprint:sha-256 {other}"),
+    ):
+        with pytest.raises(SdpError) as info:
+            read_sdp(bad)
+        assert info.value.reason is SdpReason.SEVERAL_FINGERPRINTS
 
 
 @pytest.mark.parametrize(

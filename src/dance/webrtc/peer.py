@@ -40,6 +40,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport, State
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -91,7 +92,7 @@ class _OneFingerprint(RTCCertificate):
 
 
 class DancePeer:
-    """One end of a DNS-authenticated WebRTC data channel.
+    """One end of a DNS-authenticated WebRTC data channel (and optional media ``tracks``).
 
     ``name``: this peer's DNS identity (where its TLSA ``3 1 1`` is published);
     ``key``: its P-256 private key (the published key); ``peer_name``: the identity the other
@@ -114,6 +115,7 @@ class DancePeer:
         allowed_hosts: Iterable[str] = LOOPBACK,
         label: str = "dance",
         auth_timeout: float = 10.0,
+        tracks: Iterable[MediaStreamTrack] = (),
     ) -> None:
         self.name = parse_client_name(name).text
         self.peer_name = parse_client_name(peer_name).text
@@ -139,10 +141,15 @@ class DancePeer:
         self._inbox: asyncio.Queue[bytes | str] = asyncio.Queue(MAX_QUEUED)
         self._patched: set[int] = set()
         self._role: str | None = None
+        self._tracks = list(tracks)
+        # the peer's media tracks (SRTP): announced by its SDP, but no frame arrives before the
+        # DTLS gate accepted the peer (no SRTP keys before)
+        self.remote_tracks: list[MediaStreamTrack] = []
         # no STUN or TURN: the default configuration would ask a public STUN server
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         setattr(self.pc, "_RTCPeerConnection__certificates", [_OneFingerprint(key, certificate)])  # noqa: B010
         self.pc.on("datachannel", self._adopt)
+        self.pc.on("track", self.remote_tracks.append)
         self.pc.on("connectionstatechange", self._state_changed)
 
     # -- signalling ------------------------------------------------------------------------------
@@ -150,6 +157,8 @@ class DancePeer:
     async def offer(self) -> str:
         """Create the data channel and the offer; return the offer's SDP text."""
         self._begin("offerer")
+        for track in self._tracks:
+            self.pc.addTrack(track)
         self._adopt(self.pc.createDataChannel(self.label))
         self._harden()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -161,6 +170,8 @@ class DancePeer:
         self._begin("answerer")
         self._remote = self._read_remote(offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        for track in self._tracks:
+            self.pc.addTrack(track)
         self._harden()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self._local_sdp()

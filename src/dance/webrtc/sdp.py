@@ -3,9 +3,11 @@
 
 Full SDP parsing is left to aiortc (which applies the description); this module only decides,
 before aiortc sees the text, whether the description is acceptable. Anything ambiguous is refused,
-never normalized: no fingerprint, several fingerprints (even identical ones, at session or media
-level), a hash function other than SHA-256, a malformed value, NUL or bare CR characters, an
-oversized description, or a candidate outside the allowed host addresses.
+never normalized: no fingerprint; several fingerprints in one section (session level, or one
+``m=`` section), even identical ones or with other hash functions; sections naming different
+certificates (a bundled offer repeats the same fingerprint in each ``m=`` section: that is one
+certificate, accepted); a hash function other than SHA-256, a malformed value, NUL or bare CR
+characters, an oversized description, or a candidate outside the allowed host addresses.
 
 Pure: no I/O.
 """
@@ -78,12 +80,21 @@ def read_sdp(text: str, *, allowed_hosts: frozenset[str] | None = None) -> SdpSu
         raise SdpError(SdpReason.MALFORMED, "does not start with v=0")
     fingerprints: list[str] = []
     candidates: list[str] = []
+    in_section = 0  # fingerprints in the current section (session level, then each m=)
     for line in lines:
         if "\r" in line or "\n" in line:
             raise SdpError(SdpReason.MALFORMED, "mixed line endings")
         if len(line) < 2 or line[1] != "=" or not line[0].islower():
             raise SdpError(SdpReason.MALFORMED, "a line is not type=value")
+        if line.startswith("m="):
+            in_section = 0
         if line.lower().startswith("a=fingerprint:"):
+            in_section += 1
+            if in_section > 1:
+                raise SdpError(
+                    SdpReason.SEVERAL_FINGERPRINTS,
+                    "several a=fingerprint lines in one section (exactly one is accepted)",
+                )
             fingerprints.append(line[len("a=fingerprint:") :])
         elif line.lower().startswith("a=candidate:"):
             match = _CANDIDATE_RE.match(line[len("a=candidate:") :])
@@ -92,18 +103,21 @@ def read_sdp(text: str, *, allowed_hosts: frozenset[str] | None = None) -> SdpSu
             candidates.append(match.group(1))
     if not fingerprints:
         raise SdpError(SdpReason.NO_FINGERPRINT, "no a=fingerprint line")
-    if len(fingerprints) > 1:
+    values: set[bytes] = set()
+    for fingerprint in fingerprints:
+        match = _FINGERPRINT_RE.match(fingerprint)
+        if match is None:
+            raise SdpError(
+                SdpReason.BAD_FINGERPRINT, "a=fingerprint must be 'sha-256' and 32 hex octet pairs"
+            )
+        values.add(bytes.fromhex(match.group(1).replace(":", "")))
+    if len(values) > 1:
         raise SdpError(
             SdpReason.SEVERAL_FINGERPRINTS,
-            f"{len(fingerprints)} a=fingerprint lines (exactly one is accepted)",
-        )
-    match = _FINGERPRINT_RE.match(fingerprints[0])
-    if match is None:
-        raise SdpError(
-            SdpReason.BAD_FINGERPRINT, "a=fingerprint must be 'sha-256' and 32 hex octet pairs"
+            f"{len(values)} different certificate fingerprints (exactly one is accepted)",
         )
     if allowed_hosts is not None:
         for host in candidates:
             if host not in allowed_hosts:
                 raise SdpError(SdpReason.BAD_CANDIDATE, f"candidate address {host!r} not allowed")
-    return SdpSummary(bytes.fromhex(match.group(1).replace(":", "")), tuple(candidates))
+    return SdpSummary(values.pop(), tuple(candidates))

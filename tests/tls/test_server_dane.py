@@ -168,3 +168,30 @@ def test_dance_connect_authenticates_nginx_by_its_published_key(
             assert "server not authenticated: no-match" in capsys.readouterr().out
         finally:
             proc.stop()
+
+
+def test_library_connect_with_a_dane_check(world: World, echo: LoopThread) -> None:
+    """`dance.tls.connect(..., server_check=dane_check(...))`: the published key connects, another
+    key raises ServerRejected and nothing is sent."""
+    import asyncio
+
+    from dance.tls import ServerRejected, connect
+    from dance.tls.dane import dane_check
+
+    good = [make_record(_server_cert(world), 3, 1, 1).to_wire()]
+    bad = [bytes.fromhex("030101" + "00" * 32)]
+
+    async def run(records: list[bytes]) -> bytes:
+        reader, writer = await connect(
+            "127.0.0.1", echo.port, name=DEVICE, cert=world.device.cert, key=world.device.key,
+            verify_server=False, server_hostname=SERVER,
+            server_check=dane_check(SERVER, echo.port, records),
+        )  # fmt: skip
+        try:
+            return await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+
+    assert asyncio.run(run(good)) == f"hello {DEVICE}\n".encode()
+    with pytest.raises(ServerRejected, match="no-match"):
+        asyncio.run(run(bad))

@@ -18,6 +18,7 @@ from dance.tls.bridge import (
 from dance.tls.client import (
     ProbeResult,
     ServerCheck,
+    ServerRejected,
     client_context,
     connect,
     negotiated,
@@ -37,6 +38,7 @@ __all__ = [
     "ProbeResult",
     "ProxyV2Error",
     "ServerCheck",
+    "ServerRejected",
     "TLSStats",
     "check_codepoint",
     "client_context",

@@ -24,6 +24,7 @@ from dance.tls.bridge import DEFAULT_CODEPOINT, configure_client, state_of
 __all__ = [
     "ProbeResult",
     "ServerCheck",
+    "ServerRejected",
     "client_context",
     "connect",
     "negotiated",
@@ -93,8 +94,12 @@ async def connect(
     server_hostname: str | None = None,
     context: ssl.SSLContext | None = None,
     timeout: float = 10.0,
+    server_check: ServerCheck | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a TLS 1.3 connection presenting the client identity; like ``open_connection``."""
+    """Open a TLS 1.3 connection presenting the client identity; like ``open_connection``.
+
+    ``server_check`` (e.g. from `dance.tls.dane.server_policy`) runs right after the handshake:
+    a server it refuses is disconnected before anything is sent, and `ServerRejected` raised."""
     if context is None:
         context = client_context(
             name=name,
@@ -106,9 +111,19 @@ async def connect(
             check_hostname=check_hostname,
         )
     hostname = server_hostname if server_hostname is not None else host
-    return await asyncio.open_connection(
+    reader, writer = await asyncio.open_connection(
         host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
     )
+    if server_check is not None:
+        problem = server_check(writer)
+        if problem is not None:
+            writer.transport.abort()
+            raise ServerRejected(problem)
+    return reader, writer
+
+
+class ServerRejected(ConnectionError):
+    """The server failed the client's check of it (DANE): nothing was sent to it."""
 
 
 def negotiated(writer: asyncio.StreamWriter) -> dict[str, Any]:

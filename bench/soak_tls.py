@@ -669,6 +669,7 @@ class Settings:
     backend_timeout: float = 1.0
     max_per_address: int = 32
     legit_workers: int = 2
+    handshake_rate: float = 100.0  # --handshake-rate of the proxy (0: off)
 
 
 async def wait_for_baseline(proxy: ProxyProcess, baseline: int, limit: float) -> tuple[bool, float]:
@@ -738,6 +739,8 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
         str(settings.backend_timeout),
         "--max-per-address",
         str(settings.max_per_address),
+        "--handshake-rate",
+        str(settings.handshake_rate),
     )
     await asyncio.to_thread(proxy.start)
     port = proxy.port
@@ -846,6 +849,9 @@ def main() -> None:
     parser.add_argument("--max-per-address", type=int, default=64)
     parser.add_argument("--handshake-timeout", type=float, default=10.0)
     parser.add_argument("--idle-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--handshake-rate", type=float, default=100.0, help="the proxy's (0: off, floods reach TLS)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flood", choices=sorted(FLOOD_SOURCES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -866,6 +872,7 @@ def main() -> None:
         handshake_timeout=args.handshake_timeout,
         idle_timeout=args.idle_timeout,
         backend_timeout=5.0,
+        handshake_rate=args.handshake_rate,
     )
     report = run(settings)
     if args.json:

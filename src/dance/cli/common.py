@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -27,6 +28,8 @@ from dance.tlsa.record import parse_field
 
 if TYPE_CHECKING:
     from dance.dns import TLSAResolver
+    from dance.service.endpoint import MetricsEndpoint
+    from dance.service.observe import Observer
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
 
@@ -298,3 +301,39 @@ def add_dns_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=positive_float, default=2.0, help="per-query timeout (s)")
     p.add_argument("--deadline", type=positive_float, default=5.0, help="overall deadline (s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def require_limits(
+    at_least_one: Sequence[tuple[str, int]] = (), positive: Sequence[tuple[str, float]] = ()
+) -> None:
+    """Refuse limit options out of range: ``(flag, value)`` pairs, one line each (exit 2)."""
+    for label, count in at_least_one:
+        if count < 1:
+            raise UsageError(f"{label} must be at least 1")
+    for label, seconds in positive:
+        if not seconds > 0:
+            raise UsageError(f"{label} must be positive")
+
+
+def observe_service(
+    args: argparse.Namespace,
+    service: str,
+    sources: Callable[[], Mapping[str, Mapping[str, float]]],
+    *,
+    index: int = 0,
+    dns: TLSAResolver | None = None,
+) -> tuple[Observer, MetricsEndpoint | None]:
+    """The access log and metrics of a service command (`dance.service.options.observe`).
+
+    Worker ``index`` of ``--workers`` serves its own metrics at PORT+index; with ``dns``,
+    ``/readyz`` probes that resolver's server. Unusable options are a UsageError (exit 2)."""
+    from dance.service.endpoint import dns_readiness
+    from dance.service.options import ServiceOptionError, observe
+
+    if getattr(args, "metrics", None) is not None and index:
+        args.metrics = (args.metrics[0], args.metrics[1] + index)
+    readiness = dns_readiness(dns.server, ".") if dns is not None else None
+    try:
+        return observe(args, service, sources, readiness)
+    except ServiceOptionError as exc:
+        raise UsageError(str(exc)) from None

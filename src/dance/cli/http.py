@@ -15,6 +15,7 @@ from dance.cli.common import (
     add_dns_options,
     log_to_stderr,
     make_resolver,
+    observe_service,
     parse_hostport,
 )
 
@@ -63,23 +64,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
     log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
 
     def serve_one(index: int = 0) -> int:
-        from dance.service.endpoint import dns_readiness
-        from dance.service.options import ServiceOptionError, observe
-
         resolver = make_resolver(args)
         authenticator = Authenticator(resolver, allow=args.allow)
         holder: dict[str, Any] = {"auth": authenticator, "dns": resolver}
-        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
-            args.metrics = (args.metrics[0], args.metrics[1] + index)
-        try:
-            observer, endpoint = observe(
-                args,
-                "agent",
-                lambda: {"auth": holder["auth"].stats(), "dns": holder["dns"].stats()},
-                dns_readiness(resolver.server, "."),
-            )
-        except ServiceOptionError as exc:
-            raise UsageError(str(exc)) from None
+        observer, endpoint = observe_service(
+            args,
+            "agent",
+            lambda: {"auth": holder["auth"].stats(), "dns": holder["dns"].stats()},
+            index=index,
+            dns=resolver,
+        )
         http_auth = HttpAuth(authenticator, parser=parser)
         agent = Agent(
             http_auth,

@@ -14,7 +14,9 @@ from dance.cli.common import (
     add_dns_options,
     log_to_stderr,
     make_resolver,
+    observe_service,
     parse_hostport,
+    require_limits,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
@@ -76,27 +78,23 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
 
     from dance.auth import AllowList, Authenticator
     from dance.mqtt import MQTTProxyConfig, start_mqtt_proxy
-    from dance.service.endpoint import dns_readiness
-    from dance.service.options import ServiceOptionError, observe
     from dance.tls import BridgeError
 
     listen = parse_hostport(args.listen, "--listen")
     broker = parse_hostport(args.broker, "--broker")
     codepoint = _codepoint(args.clientid_codepoint)
-    for label, count in (
-        ("--max-pending", args.max_pending),
-        ("--max-lookups", args.max_lookups),
-        ("--max-connections", args.max_connections),
-        ("--max-per-address", args.max_per_address),
-    ):
-        if count < 1:
-            raise UsageError(f"{label} must be at least 1")
-    for label, seconds in (
-        ("--lookup-timeout", args.lookup_timeout),
-        ("--handshake-timeout", args.handshake_timeout),
-    ):
-        if not seconds > 0:
-            raise UsageError(f"{label} must be positive")
+    require_limits(
+        [
+            ("--max-pending", args.max_pending),
+            ("--max-lookups", args.max_lookups),
+            ("--max-connections", args.max_connections),
+            ("--max-per-address", args.max_per_address),
+        ],
+        [
+            ("--lookup-timeout", args.lookup_timeout),
+            ("--handshake-timeout", args.handshake_timeout),
+        ],
+    )
     if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
         raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
     try:
@@ -127,12 +125,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
             out["mqtt"] = snap
         return out
 
-    try:
-        observer, endpoint = observe(
-            args, "mqtt-proxy", sources, dns_readiness(resolver.server, ".")
-        )
-    except ServiceOptionError as exc:
-        raise UsageError(str(exc)) from None
+    observer, endpoint = observe_service(args, "mqtt-proxy", sources, dns=resolver)
 
     async def run() -> None:
         try:

@@ -14,6 +14,7 @@ from dance.cli.common import (
     add_dns_options,
     log_to_stderr,
     make_resolver,
+    observe_service,
     parse_hostport,
 )
 
@@ -189,28 +190,21 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
     make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
 
     def serve_one(index: int = 0) -> int:
-        from dance.service.endpoint import dns_readiness
-        from dance.service.options import ServiceOptionError, observe
-
         resolver = make_resolver(args)
         current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
-        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
-            args.metrics = (args.metrics[0], args.metrics[1] + index)
-        try:
-            observer, endpoint = observe(
-                args,
-                "smtp-proxy",
-                lambda: {
-                    "auth": current["auth"].stats(),
-                    "dns": current["auth"].source.stats(),
-                    "smtp_refused:reason": dict(current["proxy"].stats.refused)
-                    if "proxy" in current
-                    else {},
-                },
-                dns_readiness(resolver.server, "."),
-            )
-        except ServiceOptionError as exc:
-            raise UsageError(str(exc)) from None
+        observer, endpoint = observe_service(
+            args,
+            "smtp-proxy",
+            lambda: {
+                "auth": current["auth"].stats(),
+                "dns": current["auth"].source.stats(),
+                "smtp_refused:reason": dict(current["proxy"].stats.refused)
+                if "proxy" in current
+                else {},
+            },
+            index=index,
+            dns=resolver,
+        )
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(run(resolver, current, observer, index))

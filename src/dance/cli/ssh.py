@@ -30,6 +30,7 @@ from dance.cli.common import (
     add_dns_options,
     client_name_arg,
     make_resolver,
+    observe_service,
     positive_int,
     ttl_int,
 )
@@ -184,8 +185,6 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         request_timeout=min(args.deadline + 3.0, 60.0),
     )
 
-    from dance.service.options import ServiceOptionError, observe
-
     async def run() -> None:
         holder: dict[str, KeyDaemon] = {}
 
@@ -203,10 +202,7 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
                 out["dns"] = dict(daemon.resolver.stats())
             return out
 
-        try:
-            observer, endpoint = observe(args, "ssh-keys", sources)
-        except ServiceOptionError as exc:
-            raise UsageError(str(exc)) from None
+        observer, endpoint = observe_service(args, "ssh-keys", sources)
         daemon = KeyDaemon(config, lambda: make_resolver(args), observer)
         holder["daemon"] = daemon
         try:

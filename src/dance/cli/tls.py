@@ -15,7 +15,9 @@ from dance.cli.common import (
     client_name_arg,
     log_to_stderr,
     make_resolver,
+    observe_service,
     parse_hostport,
+    require_limits,
 )
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -300,21 +302,19 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
     codepoint = _codepoint(args.clientid_codepoint)
-    for label, count in (
-        ("--max-pending", args.max_pending),
-        ("--max-lookups", args.max_lookups),
-        ("--max-connections", args.max_connections),
-        ("--max-per-address", args.max_per_address),
-    ):
-        if count < 1:
-            raise UsageError(f"{label} must be at least 1")
-    for label, seconds in (
-        ("--lookup-timeout", args.lookup_timeout),
-        ("--handshake-timeout", args.handshake_timeout),
-        ("--backend-timeout", args.backend_timeout),
-    ):
-        if not seconds > 0:
-            raise UsageError(f"{label} must be positive")
+    require_limits(
+        [
+            ("--max-pending", args.max_pending),
+            ("--max-lookups", args.max_lookups),
+            ("--max-connections", args.max_connections),
+            ("--max-per-address", args.max_per_address),
+        ],
+        [
+            ("--lookup-timeout", args.lookup_timeout),
+            ("--handshake-timeout", args.handshake_timeout),
+            ("--backend-timeout", args.backend_timeout),
+        ],
+    )
     if not args.handshake_rate >= 0:
         raise UsageError("--handshake-rate must be 0 or more")
     if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
@@ -336,26 +336,19 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     _raise_descriptor_limit(2 * args.max_connections + 64)
 
     def serve_one(index: int = 0) -> int:
-        from dance.service.endpoint import dns_readiness
-        from dance.service.options import ServiceOptionError, observe
-
         resolver = make_resolver(args)
         current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
-        if args.metrics is not None and index:  # worker i serves its own metrics at PORT+i
-            args.metrics = (args.metrics[0], args.metrics[1] + index)
-        try:
-            observer, endpoint = observe(
-                args,
-                "proxy",
-                lambda: {
-                    "auth": current["auth"].stats(),
-                    "dns": current["auth"].source.stats(),
-                    "tls:reason": current["tls"].snapshot() if "tls" in current else {},
-                },
-                dns_readiness(resolver.server, "."),
-            )
-        except ServiceOptionError as exc:
-            raise UsageError(str(exc)) from None
+        observer, endpoint = observe_service(
+            args,
+            "proxy",
+            lambda: {
+                "auth": current["auth"].stats(),
+                "dns": current["auth"].source.stats(),
+                "tls:reason": current["tls"].snapshot() if "tls" in current else {},
+            },
+            index=index,
+            dns=resolver,
+        )
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(run(resolver, current, observer, index))

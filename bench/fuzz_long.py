@@ -739,7 +739,12 @@ def run_door(
 def hypothesis_phase(scale: float) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         report = tmp.name
-    env = dict(os.environ, DANCE_FUZZ_EXAMPLES=str(scale), DANCE_FUZZ_REPORT=report)
+    env = dict(
+        os.environ,
+        DANCE_FUZZ_EXAMPLES=str(scale),
+        DANCE_FUZZ_REPORT=report,
+        HYPOTHESIS_PROFILE="fuzz",  # new random examples even where CI fixes them
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/fuzz", "-q", "-p", "no:cacheprovider", "-x"],

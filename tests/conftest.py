@@ -11,8 +11,21 @@ import os
 import shutil
 
 import pytest
+from hypothesis import settings
 
 from dance.testkit import servers
+
+# Property tests: CI (DANCE_REQUIRE_INTEGRATION=1) draws the same examples every run, so a landing
+# is decided by the code and not by the day's luck; a developer's `make test` and `make fuzz` draw
+# new ones (random seeds) to find what the fixed draw misses, and print how to reproduce a failure.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("fuzz", print_blob=True)
+settings.load_profile(
+    os.environ.get(
+        "HYPOTHESIS_PROFILE",
+        "ci" if os.environ.get("DANCE_REQUIRE_INTEGRATION") == "1" else "default",
+    )
+)
 
 
 def require_binary(*names: str) -> str:

@@ -60,8 +60,19 @@ def summarize(
 def assert_same(data: bytes, cuts: list[int], max_head: int = h1.DEFAULT_MAX_HEAD) -> Summary:
     new = summarize(h1.RequestReader(max_head=max_head), data, cuts)
     old = summarize(ref.RequestReader(max_head=max_head), data, cuts)
-    assert new == old, (data, cuts)
+    assert new == expected_from_reference(old), (data, cuts)
     return new
+
+
+def expected_from_reference(old: Summary) -> Summary:
+    """The reference's reading with the one intended difference applied: the first request
+    whose method llhttp does not know (a body the reference left unread can make one, as in
+    ``GET ...\r\n\r\nabcGET ...``) is refused as ``bad-request``, and nothing after it read."""
+    events, _ = old
+    for index, event in enumerate(events):
+        if event[0] == "head" and not llhttp_knows(event[1]):  # type: ignore[arg-type]
+            return events[:index], "bad-request"
+    return old
 
 
 def llhttp_knows(method: bytes) -> bool:
@@ -123,6 +134,15 @@ def test_hypothesis_same_verdicts_on_test_h1_heads(data: bytes, cuts: list[int])
 @given(st.binary(max_size=300))
 def test_hypothesis_same_verdicts_on_bytes(data: bytes) -> None:
     assert_same(data, [], max_head=256)
+
+
+def test_unread_bytes_before_the_next_request_make_an_unknown_method() -> None:
+    """Found by hypothesis in CI: the reference reads ``abcGET`` as a method; we refuse it after
+    the first request, which both read the same."""
+    data = b"GET / HTTP/1.1\r\nHost: \r\n\r\nabcGET / HTTP/1.1\r\nHost: \r\n\r\n"
+    events, reason = assert_same(data, [])
+    assert reason == "bad-request"
+    assert [e[0] for e in events] == ["head", "end"]
 
 
 @pytest.mark.parametrize("method", [b"FOO", b"get", b"M-SEARCHX"])

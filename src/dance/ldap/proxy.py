@@ -28,9 +28,10 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dance.auth import Authenticator
 from dance.identity import Identity
@@ -38,11 +39,12 @@ from dance.ldap import messages as m
 from dance.ldap.ber import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PDU, BERError, PDUReader
 from dance.service.observe import Observer
 from dance.tls.bridge import CONNECTION_PEER, DEFAULT_CODEPOINT, TLSStats
-from dance.tls.server import ClientGone, DanceServer, until_client_leaves
+from dance.tls.server import ClientGone, DanceServer, DanceStreamWriter, until_client_leaves
 
 __all__ = ["LDAPProxy", "LDAPProxyConfig", "LDAPProxyStats", "start_ldap_proxy"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _CHUNK = 64 * 1024
 _UPSTREAM_MAX_PDU = 64 * 1024 * 1024  # slapd's responses (trusted) are only cut at envelopes
 
@@ -152,7 +154,7 @@ class LDAPProxy:
     ) -> m.Request:
         try:
             async with asyncio.timeout(timeout):
-                pdu = await until_client_leaves(writer, client.next())
+                pdu = await _watch(writer, client.next())
         except TimeoutError:
             await self._end(writer, f"timeout-{what}", m.UNAVAILABLE, "timeout", None)
             raise
@@ -246,7 +248,7 @@ class LDAPProxy:
             log.info("StartTLS handshake failed: %r", exc)
             raise _End("tls") from None
         self.stats.starttls += 1
-        identity = await until_client_leaves(writer, self.core.identity_of(writer))
+        identity = await _watch(writer, self.core.identity_of(writer))
         if identity is None:
             raise _End("refused")
         await self._session(reader, writer, identity, counted=True)
@@ -328,7 +330,7 @@ class LDAPProxy:
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.upstream_timeout):
-                u_reader, u_writer = await until_client_leaves(
+                u_reader, u_writer = await _watch(
                     writer, asyncio.open_unix_connection(cfg.ldapi, limit=_CHUNK)
                 )
         except (OSError, TimeoutError) as exc:
@@ -370,7 +372,7 @@ class LDAPProxy:
 
         try:
             async with asyncio.timeout(cfg.upstream_timeout):
-                reason = await until_client_leaves(writer, setup())
+                reason = await _watch(writer, setup())
         except (OSError, TimeoutError, ConnectionError, BERError, m.LDAPProtocolError) as exc:
             u_writer.transport.abort()
             log.warning("slapd setup failed: %r", exc)
@@ -467,6 +469,15 @@ class LDAPProxy:
         if left:
             await asyncio.gather(*left, return_exceptions=True)
         return cut + len(left)
+
+
+async def _watch(writer: asyncio.StreamWriter, aw: Awaitable[T]) -> T:
+    """``aw``, cancelled at once if the client leaves (LDAPS connections, whose writer knows
+    when the connection is lost); after StartTLS the stream's own close waiter is not usable
+    for that, and the timeouts around each wait bound it instead."""
+    if isinstance(writer, DanceStreamWriter):
+        return await until_client_leaves(writer, aw)
+    return await aw
 
 
 def _addr(peer: object) -> str:

@@ -21,8 +21,6 @@ WHOAMI = m.extended_request(7, m.WHO_AM_I)  # 30 1c 02 01 07 77 17 80 15 <oid>
 
 def _long(pdu: bytes) -> bytes:
     """The same PDU with every length in the 4-octet long form (liblber style, valid BER)."""
-    out = bytearray()
-    pos = 0
 
     def walk(start: int, end: int) -> bytes:
         res = bytearray()
@@ -41,7 +39,6 @@ def _long(pdu: bytes) -> bytes:
             p = content + length
         return bytes(res)
 
-    del out, pos
     return walk(0, len(pdu))
 
 

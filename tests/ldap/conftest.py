@@ -166,6 +166,7 @@ class Users:
     dir: Path
     dns: tuple[str, int]
     anchors: TrustAnchors
+    anchor_file: str
     ca: str  # the server's CA
     server: Files
     alice: Files
@@ -212,11 +213,13 @@ def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
             zone.add("_user", "TLSA", make_record(cas[domain][0], 2, 0, 1).to_text())
     zones.sign(algorithm=13, denial="nsec3")
     anchor_text = zones.export_trust_anchor()
+    (d / "anchor.txt").write_text(anchor_text)
     with ServerThread(zones) as srv:
         yield Users(
             dir=d,
             dns=srv.address,
             anchors=TrustAnchors.from_text(anchor_text),
+            anchor_file=str(d / "anchor.txt"),
             ca=str(d / "ca.pem"),
             server=Files(*_server_files(d, server_cert, server_key)),
             alice=user("alice", "alice", DOMAIN, DOMAIN, 2),

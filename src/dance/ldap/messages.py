@@ -10,11 +10,11 @@ than normalized. What is relayed is then byte for byte what was checked.
 
 from __future__ import annotations
 
+# ldap3's schema module is plain pyasn1 classes (no connection machinery is imported).
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-# ldap3's schema module is plain pyasn1 classes (no connection machinery is imported).
-from ldap3.protocol import rfc4511  # type: ignore[import-untyped]
 from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
 from pyasn1.codec.ber import encoder as ber_encoder
 from pyasn1.codec.cer import encoder as cer_encoder  # type: ignore[import-untyped]
@@ -22,6 +22,12 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, univ  # type: ignore[import-untyped]
 
 from dance.ldap.ber import BERError, minimal_lengths
+
+# ldap3's package import (2.9.1) uses pyasn1 names deprecated since 0.6 (tagMap, typeMap): quiet
+# here, where dance imports it, so that no command prints a warning users cannot act on.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "(tag|type)Map is deprecated", DeprecationWarning)
+    from ldap3.protocol import rfc4511  # type: ignore[import-untyped]
 
 __all__ = [
     "EXTERNAL",

@@ -10,7 +10,6 @@ than normalized. What is relayed is then byte for byte what was checked.
 
 from __future__ import annotations
 
-# ldap3's schema module is plain pyasn1 classes (no connection machinery is imported).
 import warnings
 from dataclasses import dataclass
 from typing import Any

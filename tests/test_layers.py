@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "http": 4,
     "smtp": 5,
     "mqtt": 5,
+    "ldap": 5,
     "ssh": 5,
     "authority": 5,
     "message": 5,

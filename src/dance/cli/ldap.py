@@ -1,0 +1,224 @@
+"""``dance ldap-proxy``: a DANCE front (LDAPS and StartTLS, SASL EXTERNAL) for slapd on ldapi://."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any
+
+from dance.cli.common import (
+    UsageError,
+    add_dns_options,
+    log_to_stderr,
+    make_resolver,
+    observe_service,
+    require_limits,
+)
+from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
+
+log = logging.getLogger(__name__)
+
+
+def _optional_hostport(text: str | None, flag: str) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    from dance.cli.common import parse_hostport
+
+    return parse_hostport(text, flag)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ldap-proxy",
+        help="LDAP front (LDAPS/StartTLS, SASL EXTERNAL) authenticating users by their "
+        "domain's user CA in DNS, in front of slapd on ldapi://",
+        description=(
+            "Terminate LDAPS and/or StartTLS (TLS 1.3, dane_clientid), authenticate users of "
+            "the allowed _user.DOMAIN names by the user CA published in DNSSEC-signed TLSA "
+            "records, answer their SASL EXTERNAL bind, and relay to slapd over ldapi:// bound "
+            "with SASL EXTERNAL and the authorization identity u:uid@domain, so that slapd's "
+            "authz-regexp, authzTo and ACLs decide. Every client PDU is framed and decoded "
+            "strictly (pyasn1); malformed ones end the session and are counted."
+        ),
+    )
+    p.add_argument("--listen", metavar="HOST:PORT", help="LDAPS listener")
+    p.add_argument("--listen-starttls", metavar="HOST:PORT", help="LDAP listener for StartTLS")
+    p.add_argument("--ldapi", required=True, metavar="PATH", help="slapd's ldapi socket")
+    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
+    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allowed client name (_user.DOMAIN), or .suffix (repeatable)",
+    )
+    p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
+    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
+    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim.add_argument("--max-pdu", type=int, default=256 * 1024, metavar="BYTES",
+                     help="largest LDAP message from a client (default 262144)")  # fmt: skip
+    lim.add_argument("--max-depth", type=int, default=32, metavar="N",
+                     help="deepest nesting of BER elements (default 32)")  # fmt: skip
+    lim.add_argument("--bind-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--upstream-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--max-pending", type=int, default=64)
+    lim.add_argument("--max-lookups", type=int, default=32)
+    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--max-connections", type=int, default=512)
+    lim.add_argument("--max-per-address", type=int, default=64)
+    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S", help="0: none")
+    lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument("--verbose", "-v", action="store_true")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_ldap_proxy)
+
+
+def cmd_ldap_proxy(args: argparse.Namespace) -> int:
+    import signal
+
+    from dance.auth import AllowList, Authenticator
+    from dance.tls import BridgeError
+
+    try:
+        from dance.ldap import LDAPProxyConfig, start_ldap_proxy
+    except ImportError as exc:  # the ldap extra is not installed
+        raise UsageError(f"dance ldap-proxy needs the 'ldap' extra ({exc})") from None
+    ldaps = _optional_hostport(args.listen, "--listen")
+    plain = _optional_hostport(args.listen_starttls, "--listen-starttls")
+    if ldaps is None and plain is None:
+        raise UsageError("give --listen (LDAPS), --listen-starttls, or both")
+    if ldaps is not None and plain is not None and ldaps[0] != plain[0]:
+        raise UsageError("--listen and --listen-starttls must use the same host")
+    codepoint = _codepoint(args.clientid_codepoint)
+    require_limits(
+        [
+            ("--max-pending", args.max_pending),
+            ("--max-lookups", args.max_lookups),
+            ("--max-connections", args.max_connections),
+            ("--max-per-address", args.max_per_address),
+        ],
+        [
+            ("--lookup-timeout", args.lookup_timeout),
+            ("--handshake-timeout", args.handshake_timeout),
+        ],
+    )
+    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
+        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    try:
+        allow = AllowList.parse(_allow_entries(args))
+        config = LDAPProxyConfig(
+            args.ldapi,
+            max_pdu=args.max_pdu,
+            max_depth=args.max_depth,
+            bind_timeout=args.bind_timeout,
+            upstream_timeout=args.upstream_timeout,
+            max_connections=args.max_connections,
+            max_per_address=args.max_per_address,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.verbose:
+        log_to_stderr(logging.INFO)
+    resolver = make_resolver(args)
+    _raise_descriptor_limit(4 * args.max_connections + 64)
+    auth = Authenticator(resolver, allow=allow)
+    current: dict[str, Any] = {"auth": auth}
+
+    def sources() -> dict[str, Any]:
+        a = current["auth"]
+        source: Any = a.source
+        out: dict[str, Any] = {"auth": a.stats(), "dns": source.stats()}
+        if "proxy" in current:
+            out["tls:reason"] = current["proxy"].core.stats.snapshot()
+            snap = current["proxy"].stats.snapshot()
+            out["ldap:reason"] = snap.pop("refused")
+            out["ldap"] = snap
+        return out
+
+    observer, endpoint = observe_service(args, "ldap-proxy", sources, dns=resolver)
+    host = (ldaps or plain or ("127.0.0.1", 0))[0]
+
+    async def run() -> None:
+        try:
+            proxy = await start_ldap_proxy(
+                host,
+                ldaps_port=ldaps[1] if ldaps else None,
+                starttls_port=plain[1] if plain else None,
+                config=config,
+                cert=args.cert,
+                key=args.key,
+                authenticator=auth,
+                codepoint=codepoint,
+                observer=observer,
+                max_pending=args.max_pending,
+                max_lookups=args.max_lookups,
+                lookup_timeout=args.lookup_timeout,
+                handshake_timeout=args.handshake_timeout,
+                max_connections=args.max_connections,
+                max_per_address=args.max_per_address,
+                idle_timeout=args.idle_timeout or None,
+            )
+        except BridgeError as exc:
+            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot start: {exc}") from None
+        current["proxy"] = proxy
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def reload() -> None:
+            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
+            try:
+                new_auth = Authenticator(
+                    make_resolver(args), allow=AllowList.parse(_allow_entries(args))
+                )
+                proxy.core.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
+                log.error("reload refused (the previous configuration stays): %s", exc)
+                print(f"dance ldap-proxy: reload refused, configuration unchanged: {exc}",
+                      flush=True)  # fmt: skip
+                return
+            current["auth"] = new_auth
+            print("dance ldap-proxy: configuration reloaded", flush=True)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        where = {
+            "ldaps": f"{host}:{proxy.core.port}" if ldaps else None,
+            "starttls": f"{host}:{proxy.starttls_port}" if plain else None,
+            "ldapi": args.ldapi,
+        }
+        if args.json:
+            print(json.dumps(where), flush=True)
+        else:
+            print(
+                f"dance ldap-proxy: LDAPS {where['ldaps'] or 'off'}, StartTLS "
+                f"{where['starttls'] or 'off'}, slapd {args.ldapi}",
+                flush=True,
+            )
+        try:
+            await stop.wait()
+            cut = await proxy.shutdown(args.drain_timeout)
+            print(f"dance ldap-proxy: stopped ({cut} connection(s) cut at the deadline)",
+                  flush=True)  # fmt: skip
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            with contextlib.suppress(Exception):
+                await resolver.aclose()
+            log.info("tls stats: %s", proxy.core.stats.snapshot())
+            log.info("ldap stats: %s", proxy.stats.snapshot())
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+    return EXIT_OK

@@ -1,0 +1,299 @@
+"""A real slapd (Debian ``slapd``) on an ldapi socket in a temp dir, a signed zone publishing user
+CAs at ``_user.<domain>``, and the DANCE LDAP front in a thread (LDAPS and StartTLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from dance import certs, make_record
+from dance.auth import Authenticator
+from dance.dns import TLSAResolver, TrustAnchors
+from dance.ldap import LDAPProxy, LDAPProxyConfig, start_ldap_proxy
+from dance.testkit import Hierarchy, ServerThread
+from tests.conftest import require_binary
+from tests.pki import key
+from tests.tls.common import NOW
+
+DOMAIN = "example.test"  # slapd lets the proxy act for this domain's users only
+OTHER = "other.test"  # a domain DANCE authenticates, slapd's authzTo does not cover
+UNPUBLISHED = "gone.test"  # its user CA record was removed: none in the signed zone
+OUTSIDE = "outside.test"  # published, not in the front's allow-list
+ALLOW = [f"_user.{DOMAIN}", f"_user.{OTHER}", f"_user.{UNPUBLISHED}"]
+BASE = "dc=example,dc=test"
+PROXY_DN = f"cn=dance-proxy,{BASE}"
+
+
+def user_dn(uid: str) -> str:
+    return f"uid={uid},ou=people,{BASE}"
+
+
+def slapd_conf(d: Path) -> str:
+    """slapd.conf: the proxy's peer credentials map to PROXY_DN, whose authzTo covers the
+    people of BASE only; u:uid@example.test maps to uid=uid,ou=people,BASE."""
+    uid, gid = os.getuid(), os.getgid()
+    return f"""include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {d}/slapd.pid
+authz-policy to
+authz-regexp "^gidNumber={gid}\\\\+uidNumber={uid},cn=peercred,cn=external,cn=auth$" "{PROXY_DN}"
+authz-regexp "^uid=([^,@]+)@example\\\\.test,cn=external,cn=auth$" "uid=$1,ou=people,{BASE}"
+database mdb
+suffix "{BASE}"
+rootdn "cn=admin,{BASE}"
+directory {d}/db
+maxsize 10485760
+access to attrs=authzTo by * auth
+access to dn.subtree="ou=people,{BASE}" by self read by dn.exact="{user_dn("carol")}" read by * none
+access to * by * read
+"""
+
+
+BASE_LDIF = f"""dn: {BASE}
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: {PROXY_DN}
+objectClass: applicationProcess
+cn: dance-proxy
+authzTo: dn.regex:^uid=[^,]+,ou=people,{BASE.replace(",", ",")}$
+
+dn: ou=people,{BASE}
+objectClass: organizationalUnit
+ou: people
+
+dn: {user_dn("alice")}
+objectClass: inetOrgPerson
+uid: alice
+cn: Alice
+sn: A
+mail: alice@example.test
+authzTo: dn.exact:{user_dn("bob")}
+
+dn: {user_dn("bob")}
+objectClass: inetOrgPerson
+uid: bob
+cn: Bob
+sn: B
+mail: bob@example.test
+
+dn: {user_dn("carol")}
+objectClass: inetOrgPerson
+uid: carol
+cn: Carol
+sn: C
+mail: carol@example.test
+"""
+
+
+@dataclass
+class Slapd:
+    dir: Path
+    socket: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def uri(self) -> str:
+        return "ldapi://" + str(self.socket).replace("/", "%2F")
+
+    def log(self) -> str:
+        return (self.dir / "slapd.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="package")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    binary = require_binary("slapd")
+    slapadd = shutil.which("slapadd") or "/usr/sbin/slapadd"
+    d = tmp_path_factory.mktemp("slapd")
+    (d / "db").mkdir()
+    (d / "slapd.conf").write_text(slapd_conf(d))
+    (d / "base.ldif").write_text(BASE_LDIF)
+    subprocess.run(
+        [slapadd, "-f", str(d / "slapd.conf"), "-l", str(d / "base.ldif")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    sock = d / "ldapi"
+    uri = "ldapi://" + str(sock).replace("/", "%2F")
+    with (d / "slapd.log").open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-f", str(d / "slapd.conf"), "-h", uri, "-d", "256"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while not sock.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    if not sock.exists():
+        process.kill()
+        pytest.fail(f"slapd did not start: {(d / 'slapd.log').read_text()[-2000:]}")
+    try:
+        yield Slapd(d, sock, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class Files:
+    cert: str
+    key: str
+
+
+@dataclass
+class Users:
+    dir: Path
+    dns: tuple[str, int]
+    anchors: TrustAnchors
+    anchor_file: str
+    ca: str  # the server's CA
+    server: Files
+    alice: Files
+    bob: Files
+    carol: Files
+    other: Files  # dave@other.test
+    impostor: Files  # alice@example.test, issued by a CA not in DNS
+    gone: Files  # erin@gone.test, whose user CA record was removed
+    outside: Files  # frank@outside.test, published but not allowed
+
+
+def _write(d: Path, label: str, cert: x509.Certificate, ca: x509.Certificate, k: Any) -> Files:
+    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert) + certs.certificate_pem(ca))
+    certs.write_private_key(d / f"{label}.key", k)
+    return Files(str(d / f"{label}.pem"), str(d / f"{label}.key"))
+
+
+@pytest.fixture(scope="package")
+def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
+    d = tmp_path_factory.mktemp("ldap-users")
+    server_ca_key = key(0)
+    server_ca = certs.new_ca(server_ca_key, "LDAP test server CA", now=NOW)
+    server_key = key(1)
+    server_cert = certs.issue_certificate(
+        server_ca, server_ca_key, server_key.public_key(), dns_names=["localhost"], now=NOW,
+        client_auth=False, server_auth=True,
+    )  # fmt: skip
+    (d / "ca.pem").write_bytes(certs.certificate_pem(server_ca))
+    cas = {}
+    for i, domain in enumerate([DOMAIN, OTHER, UNPUBLISHED, OUTSIDE, "rogue.test"]):
+        cas[domain] = (certs.new_ca(key(10 + i), f"{domain} users", now=NOW), key(10 + i))
+
+    def user(label: str, uid: str, domain: str, ca_domain: str, k: int) -> Files:
+        ca, ca_key = cas[ca_domain]
+        cert = certs.issue_certificate(
+            ca, ca_key, key(k).public_key(), dns_names=[domain], uid=uid, now=NOW
+        )
+        return _write(d, label, cert, ca, key(k))
+
+    zones = Hierarchy("test.", ttl=60)
+    for domain in (DOMAIN, OTHER, UNPUBLISHED, OUTSIDE):
+        zone = zones.child(f"{domain}.")
+        if domain != UNPUBLISHED:
+            zone.add("_user", "TLSA", make_record(cas[domain][0], 2, 0, 1).to_text())
+    zones.sign(algorithm=13, denial="nsec3")
+    anchor_text = zones.export_trust_anchor()
+    (d / "anchor.txt").write_text(anchor_text)
+    with ServerThread(zones) as srv:
+        yield Users(
+            dir=d,
+            dns=srv.address,
+            anchors=TrustAnchors.from_text(anchor_text),
+            anchor_file=str(d / "anchor.txt"),
+            ca=str(d / "ca.pem"),
+            server=Files(*_server_files(d, server_cert, server_key)),
+            alice=user("alice", "alice", DOMAIN, DOMAIN, 2),
+            bob=user("bob", "bob", DOMAIN, DOMAIN, 3),
+            carol=user("carol", "carol", DOMAIN, DOMAIN, 4),
+            other=user("dave", "dave", OTHER, OTHER, 5),
+            impostor=user("impostor", "alice", DOMAIN, "rogue.test", 6),
+            gone=user("erin", "erin", UNPUBLISHED, UNPUBLISHED, 7),
+            outside=user("frank", "frank", OUTSIDE, OUTSIDE, 8),
+        )
+
+
+def _server_files(d: Path, cert: x509.Certificate, k: Any) -> tuple[str, str]:
+    (d / "server.pem").write_bytes(certs.certificate_pem(cert))
+    certs.write_private_key(d / "server.key", k)
+    return str(d / "server.pem"), str(d / "server.key")
+
+
+def resolver(u: Users) -> TLSAResolver:
+    return TLSAResolver(u.dns, anchors=u.anchors, recursion_desired=False, deadline=3.0)
+
+
+@dataclass
+class Front:
+    proxy: LDAPProxy
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def ldaps(self) -> int:
+        return self.proxy.core.port
+
+    @property
+    def starttls(self) -> int:
+        return self.proxy.starttls_port
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.proxy.stats.refused)
+
+
+@pytest.fixture(scope="package")
+def front(users: Users, slapd: Slapd) -> Iterator[Front]:
+    loop = asyncio.new_event_loop()
+    ready: dict[str, Any] = {}
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def main() -> None:
+        async with resolver(users) as res:
+            proxy = await start_ldap_proxy(
+                "127.0.0.1",
+                ldaps_port=0,
+                starttls_port=0,
+                config=LDAPProxyConfig(str(slapd.socket), bind_timeout=5.0),
+                cert=users.server.cert,
+                key=users.server.key,
+                authenticator=Authenticator(res, allow=ALLOW),
+            )
+            ready["front"] = Front(proxy, loop)
+            started.set()
+            await stop.wait()
+            await proxy.shutdown(0)
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(30) and "front" in ready, "the LDAP front did not start"
+    try:
+        yield ready["front"]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()

@@ -1,0 +1,98 @@
+"""`dance ldap-proxy` as a process: a user binds through LDAPS and StartTLS to the real slapd,
+malformed BER is counted in the metrics, SIGTERM stops it; bad options exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from dance.ldap import messages as m
+from dance.testkit.servers import free_port
+from tests.ldap.client import context, ldaps, starttls
+from tests.ldap.conftest import ALLOW, DOMAIN, Slapd, Users, user_dn
+
+pytestmark = pytest.mark.integration
+
+
+def _dance(*args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen(
+        [sys.executable, "-m", "dance.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _allow() -> list[str]:
+    out: list[str] = []
+    for name in ALLOW:
+        out += ["--allow", name]
+    return out
+
+
+def test_ldap_proxy_process(users: Users, slapd: Slapd) -> None:
+    metrics = free_port()
+    proc = _dance(
+        "ldap-proxy", "--listen", "127.0.0.1:0", "--listen-starttls", "127.0.0.1:0",
+        "--ldapi", str(slapd.socket), "--cert", users.server.cert, "--key", users.server.key,
+        *_allow(), "--server", f"{users.dns[0]}:{users.dns[1]}",
+        "--trust-anchor", users.anchor_file, "--metrics", f"127.0.0.1:{metrics}", "--json",
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        where = json.loads(proc.stdout.readline())
+        tls_port = int(where["ldaps"].rsplit(":", 1)[1])
+        plain_port = int(where["starttls"].rsplit(":", 1)[1])
+
+        async def main() -> tuple[str, str, bytes | None]:
+            ctx = context(users, users.alice, f"_user.{DOMAIN}")
+            out = []
+            for client in (await ldaps(tls_port, ctx), await starttls(plain_port, ctx)):
+                assert (await client.bind()).code == 0
+                out.append(await client.whoami())
+                await client.close()
+            client = await ldaps(tls_port, ctx)
+            assert (await client.bind()).code == 0
+            await client.send(b"\x30\x80\x02\x01\x05")  # indefinite length
+            notice = await client.read()
+            await client.close()
+            return out[0], out[1], notice
+
+        first, second, notice = asyncio.run(main())
+        assert first == second == f"dn:{user_dn('alice')}"
+        assert notice is not None and m.decode_result(notice).message_id == 0
+        url = f"http://127.0.0.1:{metrics}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert "indefinite-length" in text, text
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--listen", "127.0.0.1:0", "--max-pdu", "1"], ["--listen", "nowhere"]],
+    ids=["no-listener", "max-pdu", "listen"],
+)
+def test_bad_options_exit_2(users: Users, extra: list[str]) -> None:
+    proc = _dance(
+        "ldap-proxy", "--ldapi", "/nonexistent", "--cert", users.server.cert,
+        "--key", users.server.key, "--allow", "_user.example.test", *extra,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert "Traceback" not in err

@@ -10,8 +10,11 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from dance.ldap import messages as m
 from dance.testkit.servers import free_port
@@ -39,19 +42,40 @@ def _allow() -> list[str]:
     return out
 
 
-def test_ldap_proxy_process(users: Users, slapd: Slapd) -> None:
+def _acceptable_ca_names(port: int) -> str:
+    """What `openssl s_client` prints of the server's CertificateRequest (no client certificate:
+    the handshake then fails, after the request was read)."""
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3"],
+        input=b"", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    return (done.stdout + done.stderr).decode(errors="replace")
+
+
+def test_ldap_proxy_process(users: Users, slapd: Slapd, tmp_path: Path) -> None:
     metrics = free_port()
+    user_ca = x509.load_pem_x509_certificates(Path(users.alice.cert).read_bytes())[1]
+    hint = tmp_path / "user-ca.pem"
+    hint.write_bytes(user_ca.public_bytes(serialization.Encoding.PEM))
     proc = _dance(
         "ldap-proxy", "--listen", "127.0.0.1:0", "--listen-starttls", "127.0.0.1:0",
         "--ldapi", str(slapd.socket), "--cert", users.server.cert, "--key", users.server.key,
         *_allow(), "--server", f"{users.dns[0]}:{users.dns[1]}",
         "--trust-anchor", users.anchor_file, "--metrics", f"127.0.0.1:{metrics}", "--json",
+        "--ca-hint", str(hint),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         where = json.loads(proc.stdout.readline())
         tls_port = int(where["ldaps"].rsplit(":", 1)[1])
         plain_port = int(where["starttls"].rsplit(":", 1)[1])
+        # the user CA is named in the CertificateRequest (seed 4.1.3), from configuration
+        printed = _acceptable_ca_names(tls_port)
+        assert "Acceptable client certificate CA names" in printed, printed
+        assert (
+            user_ca.subject.rfc4514_string().replace(",", ", ") in printed.replace(",", ", ")
+            or user_ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value in printed
+        )
 
         async def main() -> tuple[str, str, bytes | None]:
             ctx = context(users, users.alice, f"_user.{DOMAIN}")
@@ -85,8 +109,14 @@ def test_ldap_proxy_process(users: Users, slapd: Slapd) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--listen", "127.0.0.1:0", "--max-pdu", "1"], ["--listen", "nowhere"]],
-    ids=["no-listener", "max-pdu", "listen"],
+    [
+        [],
+        ["--listen", "127.0.0.1:0", "--max-pdu", "1"],
+        ["--listen", "nowhere"],
+        ["--listen", "127.0.0.1:0", "--ca-hint", "/nonexistent.pem"],
+        ["--listen", "127.0.0.1:0", "--ca-hint", "/etc/hostname"],
+    ],
+    ids=["no-listener", "max-pdu", "listen", "ca-hint-missing", "ca-hint-not-pem"],
 )
 def test_bad_options_exit_2(users: Users, extra: list[str]) -> None:
     proc = _dance(

@@ -5,12 +5,14 @@ no extension) against the server with the SAN fallback on and off."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from dance.tls import connect, negotiated
+from dance.tls import announce_client_cas, connect, negotiated
 from tests.conftest import require_binary
 from tests.tls.common import DEVICE, Served, World, make_world, run_with_server
 
@@ -174,3 +176,43 @@ def test_openssl_s_client(world: World, san_fallback: bool) -> None:
             assert s.server.stats.get("rejected_extension-absent") == 1
 
     run_with_server(world, scenario, san_fallback=san_fallback)
+
+
+# -- CA names in the CertificateRequest (static hints from configuration) ----------------------
+
+
+async def _ca_names_seen(openssl: str, world: World, port: int) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+        "-CAfile", world.ca, "-cert", world.device.cert, "-key", world.device.key, "-tls1_3",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(b""), 20)
+    return out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_client_ca_names_in_the_certificate_request(world: World, announce: bool) -> None:
+    openssl = require_binary("openssl")
+    ca = x509.load_pem_x509_certificate(Path(world.ca).read_bytes())
+    cn = ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+
+    async def scenario(s: Served) -> str:
+        return await _ca_names_seen(openssl, world, s.server.port)
+
+    names = [ca.subject.public_bytes()] if announce else []
+    out = run_with_server(world, scenario, san_fallback=True, client_ca_names=names)
+    if announce:
+        section = out.split("Acceptable client certificate CA names", 1)[1]
+        assert str(cn) in section.split("---", 1)[0], out
+    else:
+        assert "No client certificate CA names sent" in out, out
+    assert "Verify return code: 0" in out, out  # the handshake is decided as before
+
+
+@pytest.mark.parametrize("der", [b"", b"\x30\x00\x00", b"junk", b"\x30\x03\x31\x01"])
+def test_client_ca_names_must_be_der_names(der: bytes) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(ValueError):
+        announce_client_cas(context, [der])

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import ssl
+from pathlib import Path
 from typing import Any
 
 from dance.cli.common import (
@@ -58,6 +59,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
     p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
+    p.add_argument(
+        "--ca-hint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PEM certificates of user CAs (those published at _user.DOMAIN) whose subject names "
+        "are announced in the CertificateRequest, so that a client picks the right certificate; "
+        "repeatable; hints only, acceptance is decided by DNS",
+    )
     lim = p.add_argument_group("limits (each refusal is counted by reason)")
     lim.add_argument("--max-pdu", type=int, default=256 * 1024, metavar="BYTES",
                      help="largest LDAP message from a client (default 262144)")  # fmt: skip
@@ -76,6 +86,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_ldap_proxy)
+
+
+def _ca_hints(files: list[str]) -> list[bytes]:
+    """The DER subject names of the certificates in ``files`` (each a PEM file)."""
+    from cryptography import x509
+
+    names: list[bytes] = []
+    for path in files:
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except OSError as exc:
+            raise UsageError(f"--ca-hint {path}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise UsageError(f"--ca-hint {path}: no PEM certificate") from None
+        names += [cert.subject.public_bytes() for cert in certs]
+    return names
 
 
 def cmd_ldap_proxy(args: argparse.Namespace) -> int:
@@ -122,6 +148,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    hints = _ca_hints(args.ca_hint)
     if args.verbose:
         log_to_stderr(logging.INFO)
     resolver = make_resolver(args)
@@ -162,6 +189,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
                 max_connections=args.max_connections,
                 max_per_address=args.max_per_address,
                 idle_timeout=args.idle_timeout or None,
+                client_ca_names=hints,
             )
         except BridgeError as exc:
             raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
@@ -177,7 +205,12 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
                 new_auth = Authenticator(
                     make_resolver(args), allow=AllowList.parse(_allow_entries(args))
                 )
-                proxy.core.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+                proxy.core.reload(
+                    cert=args.cert,
+                    key=args.key,
+                    authenticator=new_auth,
+                    client_ca_names=_ca_hints(args.ca_hint),
+                )
             except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
                 log.error("reload refused (the previous configuration stays): %s", exc)
                 print(f"dance ldap-proxy: reload refused, configuration unchanged: {exc}",

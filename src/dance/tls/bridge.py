@@ -32,7 +32,7 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +224,13 @@ class _Lib:
             vp,
         )
         self.SSL_CTX_ctrl = _proto(lib, "SSL_CTX_ctrl", ctypes.c_long, vp, c_int, ctypes.c_long, vp)
+        self.d2i_X509_NAME = _proto(
+            lib, "d2i_X509_NAME", vp, vp, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long
+        )
+        self.X509_NAME_free = _proto(lib, "X509_NAME_free", None, vp)
+        self.OPENSSL_sk_new_null = _proto(lib, "OPENSSL_sk_new_null", vp)
+        self.OPENSSL_sk_push = _proto(lib, "OPENSSL_sk_push", c_int, vp, vp)
+        self.SSL_CTX_set_client_CA_list = _proto(lib, "SSL_CTX_set_client_CA_list", None, vp, vp)
         self.ex_index = int(self.CRYPTO_get_ex_new_index(0, 0, None, None, None, None))
         if self.ex_index < 0:
             raise BridgeError("SSL_get_ex_new_index failed")
@@ -597,6 +604,44 @@ def configure_server(
     _attach(context, "_dance_stats", stats)
     context.sslobject_class = DanceSSLObject
     return context
+
+
+def announce_client_cas(context: ssl.SSLContext, subjects: Sequence[bytes]) -> ssl.SSLContext:
+    """Name these CAs (DER-encoded X.509 subject names) in the server's CertificateRequest
+    (TLS 1.3 ``certificate_authorities``; ``SSL_CTX_set_client_CA_list``), so that a client with
+    several certificates picks one of theirs. A static list from configuration: with
+    ``dane_clientid`` the client's name arrives after the CertificateRequest, so it cannot be
+    derived from the name (dance-specs D7). Hints only: acceptance is decided as before.
+    Raises ValueError for bytes that are not exactly one DER Name."""
+    lib = bridge()
+    ctx_ptr = ssl_ctx_pointer(lib.lib, context)
+    stack = lib.OPENSSL_sk_new_null()
+    if not stack:
+        raise MemoryError("OPENSSL_sk_new_null")
+    try:
+        for der in subjects:
+            buf = ctypes.c_char_p(bytes(der))
+            start = ctypes.cast(buf, ctypes.c_void_p).value
+            name = lib.d2i_X509_NAME(None, ctypes.byref(buf), len(der))
+            used = (ctypes.cast(buf, ctypes.c_void_p).value or 0) - (start or 0)
+            if not name or used != len(der):
+                if name:
+                    lib.X509_NAME_free(name)
+                raise ValueError("not a DER-encoded X.509 name")
+            if lib.OPENSSL_sk_push(stack, name) <= 0:
+                lib.X509_NAME_free(name)
+                raise MemoryError("OPENSSL_sk_push")
+    except BaseException:
+        _free_names(lib, stack)
+        raise
+    lib.SSL_CTX_set_client_CA_list(ctx_ptr, stack)  # the context owns the list from here
+    return context
+
+
+def _free_names(lib: _Lib, stack: int) -> None:
+    for i in range(int(lib.OPENSSL_sk_num(stack))):
+        lib.X509_NAME_free(lib.OPENSSL_sk_value(stack, i))
+    _proto(lib.lib, "OPENSSL_sk_free", None, ctypes.c_void_p)(stack)
 
 
 def _add_ext(lib: _Lib, ctx_ptr: int, codepoint: int, c_add: Any, c_parse: Any) -> None:

@@ -34,7 +34,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from dance.tls.bridge import (
     ConnectionState,
     DanceSSLObject,
     TLSStats,
+    announce_client_cas,
     check_codepoint,
     configure_server,
 )
@@ -257,9 +258,11 @@ def make_server_context(
     decide: Callable[[ConnectionState], bool],
     stats: TLSStats,
     chain: str | Path | None = None,
+    client_ca_names: Sequence[bytes] = (),
 ) -> ssl.SSLContext:
     """A TLS 1.3-only server context, without tickets or session cache, requiring a client
-    certificate and handing it to ``decide`` (see :func:`dance.tls.bridge.configure_server`)."""
+    certificate and handing it to ``decide`` (see :func:`dance.tls.bridge.configure_server`);
+    ``client_ca_names`` (DER subject names) are announced in the CertificateRequest."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.num_tickets = 0
@@ -267,6 +270,8 @@ def make_server_context(
     ctx.load_cert_chain(str(cert), str(key))
     if chain is not None:
         ctx.load_verify_locations(cafile=str(chain))
+    if client_ca_names:
+        announce_client_cas(ctx, client_ca_names)
     return configure_server(ctx, codepoint=check_codepoint(codepoint), decide=decide, stats=stats)
 
 
@@ -294,6 +299,7 @@ class DanceServer:
         observer: Observer | None = None,
         handshake_rate: float = 0.0,
         handshake_burst: float = 0.0,
+        client_ca_names: Sequence[bytes] = (),
     ) -> None:
         for label, count in (
             ("max_pending", max_pending),
@@ -338,8 +344,16 @@ class DanceServer:
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection, strongly held
         self._per_address: dict[str, int] = {}
         self.cert, self.key = cert, key
+        # CA names announced in the CertificateRequest: hints from configuration, never derived
+        # from the client's name (which arrives after the request: dance-specs D7)
+        self.client_ca_names = tuple(client_ca_names)
         self.context = make_server_context(
-            cert, key, codepoint=self.codepoint, decide=self._decide, stats=self.stats
+            cert,
+            key,
+            codepoint=self.codepoint,
+            decide=self._decide,
+            stats=self.stats,
+            client_ca_names=self.client_ca_names,
         )
 
     # -- inside the handshake (called from the verify callback) ---------------------------------
@@ -665,18 +679,25 @@ class DanceServer:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         authenticator: Authenticator | None = None,
+        client_ca_names: Sequence[bytes] | None = None,
     ) -> None:
-        """Use a new certificate/key and/or Authenticator for connections accepted from now on;
-        established connections keep theirs. Raises (ssl.SSLError, OSError, ValueError) and
-        changes nothing when the new certificate or key cannot be loaded."""
+        """Use a new certificate/key, CA hints and/or Authenticator for connections accepted from
+        now on; established connections keep theirs. Raises (ssl.SSLError, OSError, ValueError)
+        and changes nothing when the new certificate, key or names cannot be loaded."""
         context = self.context
-        if cert is not None or key is not None:
+        if cert is not None or key is not None or client_ca_names is not None:
             new_cert = cert if cert is not None else self.cert
             new_key = key if key is not None else self.key
+            names = self.client_ca_names if client_ca_names is None else tuple(client_ca_names)
             context = make_server_context(
-                new_cert, new_key, codepoint=self.codepoint, decide=self._decide, stats=self.stats
+                new_cert,
+                new_key,
+                codepoint=self.codepoint,
+                decide=self._decide,
+                stats=self.stats,
+                client_ca_names=names,
             )
-            self.cert, self.key = new_cert, new_key
+            self.cert, self.key, self.client_ca_names = new_cert, new_key, names
         self.context = context
         if authenticator is not None:
             self.authenticator = authenticator
@@ -771,6 +792,7 @@ async def serve(
     reuse_port: bool = False,
     handshake_rate: float = 0.0,
     handshake_burst: float = 0.0,
+    client_ca_names: Sequence[bytes] = (),
 ) -> DanceServer:
     """Start a DANCE TLS 1.3 server; ``handler(reader, writer, identity)`` runs only for
     authenticated clients, and only after authentication completed.
@@ -787,6 +809,7 @@ async def serve(
     (``limit_handshake-rate``), before any TLS work.
     ``observer`` (`dance.service.Observer`) gets one access-log line per decision, with the
     client's address, and the metrics; ``reuse_port`` binds with ``SO_REUSEPORT`` (``--workers``).
+    ``client_ca_names`` (DER subject names) are announced in the CertificateRequest.
     Raises BridgeError when this Python cannot be bridged to its OpenSSL, ValueError for a bad
     codepoint or limit."""
     core = DanceServer(
@@ -807,6 +830,7 @@ async def serve(
         observer=observer,
         handshake_rate=handshake_rate,
         handshake_burst=handshake_burst,
+        client_ca_names=client_ca_names,
     )
     await core.listen(handler, host, port, backlog=backlog, reuse_port=reuse_port)
     return core

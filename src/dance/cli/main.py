@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.ssh",
     "dance.cli.smtp",
     "dance.cli.mqtt",
+    "dance.cli.eap",
 )
 
 
@@ -40,6 +41,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "authority",
     "ssh-keys-daemon",
     "mqtt-proxy",
+    "eap-verify-daemon",
 )
 
 

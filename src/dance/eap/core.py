@@ -12,6 +12,7 @@ authenticated one. Deployments hiding the identity (an anonymous outer NAI, RFC 
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ SEVERAL_DNS_NAMES = "several-san-dnsnames"
 BAD_DNS_NAME = "bad-san-dnsname"
 NO_IDENTITY = "no-identity"
 IDENTITY_MISMATCH = "identity-mismatch"
+EXPIRED = "expired"  # the same code as dance.identity.Reason.EXPIRED
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,16 @@ def _bind_identity(identity: str | None, client_name: str, require: bool) -> Non
         )
 
 
+def _check_dates(cert: x509.Certificate, now: datetime.datetime) -> None:
+    """Stricter than DANE-EE (RFC 7671 section 5.1 ignores the dates): an EAP-TLS server refuses
+    a certificate outside its validity, as FreeRADIUS's own OpenSSL check does before the hook;
+    the daemon does the same so that the verdict never depends on the front's configuration."""
+    if now < cert.not_valid_before_utc:
+        raise EapCertError(EXPIRED, f"not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%MZ}")
+    if now > cert.not_valid_after_utc:
+        raise EapCertError(EXPIRED, f"expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%MZ}")
+
+
 async def check_certificate(
     authenticator: Authenticator,
     der: bytes,
@@ -104,6 +116,7 @@ async def check_certificate(
         cert = chain.end_entity.certificate
         name = client_name_from_certificate(cert)
         _bind_identity(identity, name, require_identity)
+        _check_dates(cert, authenticator.clock())
     except CredentialError as exc:
         return Decision(False, None, MALFORMED_CERTIFICATE, str(exc))
     except EapCertError as exc:

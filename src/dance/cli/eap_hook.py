@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__" and not __package__:  # run as a file: python3 -I -S .../eap_hook.py
+    import os.path
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 from dance.eap.client import ask
 from dance.eap.protocol import ProtocolError, pem_body
 

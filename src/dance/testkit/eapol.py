@@ -259,6 +259,7 @@ class EapolResult:
     eap_bytes_sent: int  # EAP packets carried in EAP-Message attributes
     eap_bytes_received: int
     reply_user_name: str | None
+    tls_version: str | None  # as the supplicant's OpenSSL reported it, e.g. "TLSv1.3"
     output: str
 
     @property
@@ -302,7 +303,8 @@ def parse_eapol_output(text: str, returncode: int) -> EapolResult:
                 u = _USER_NAME.search(body)
                 if u:
                     reply_user = u.group(1)
-    accepted = returncode == 0 and "SUCCESS" in text.splitlines()[-1:][0] if text else False
+    accepted = returncode == 0 and re.search(r"^SUCCESS$", text, re.M) is not None
+    version = re.search(r"^SSL: Using TLS version (TLSv1\.\d)$", text, re.M)
     return EapolResult(
         accepted=accepted,
         returncode=returncode,
@@ -313,6 +315,7 @@ def parse_eapol_output(text: str, returncode: int) -> EapolResult:
         eap_bytes_sent=eap_sent,
         eap_bytes_received=eap_received,
         reply_user_name=reply_user,
+        tls_version=version.group(1) if version else None,
         output=text,
     )
 
@@ -327,8 +330,13 @@ def eapol_test(
     workdir: Path,
     timeout: float = 20.0,
     extra: str = "",
+    tls13: bool = False,
 ) -> EapolResult:
-    """One EAP-TLS authentication of ``identity`` with ``client_cert`` (PEM, chain allowed)."""
+    """One EAP-TLS authentication of ``identity`` with ``client_cert`` (PEM, chain allowed).
+
+    wpa_supplicant leaves TLS 1.3 off for EAP unless told (``tls13``)."""
+    if tls13:
+        extra += '    phase1="tls_disable_tlsv1_3=0"\n'
     binary = servers.BINARY_FINDER("eapol_test")
     conf = workdir / f"eapol-{os.getpid()}-{time.monotonic_ns()}.conf"
     conf.write_text(

@@ -6,7 +6,7 @@ cycles between modules, and product code never imports the test package.
     auth      auth
     service   service (configuration, access log, metrics)
     adapters  tls and http (the proxy's HTTP mode uses http's strict HTTP/1.1 core); then smtp,
-              ssh, authority, message, provision, lorawan (which may use them)
+              ssh, eap, authority, message, provision, lorawan (which may use them)
     testkit   testkit (signed test zones, real servers for tests)
     top       cli, demo
 
@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "mqtt": 5,
     "ldap": 5,
     "ssh": 5,
+    "eap": 5,
     "authority": 5,
     "message": 5,
     "provision": 5,

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.smtp",
     "dance.cli.mqtt",
     "dance.cli.ldap",
+    "dance.cli.eap",
 )
 
 
@@ -42,6 +43,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "ssh-keys-daemon",
     "mqtt-proxy",
     "ldap-proxy",
+    "eap-verify-daemon",
 )
 
 

@@ -1,0 +1,153 @@
+r"""``dance eap-verify-daemon``: the verify daemon behind FreeRADIUS's EAP-TLS ``verify`` hook.
+
+FreeRADIUS (mods-enabled/eap, ``tls-config``; the ``client`` line is one line in the file)::
+
+    verify {
+        tmpdir = /var/lib/freeradius/dance-tmp
+        client = "/opt/dance/bin/dance-eap-verify --socket /run/dance/eap.sock \
+                  --identity %{User-Name} %{TLS-Client-Cert-Filename}"
+    }
+
+and the daemon::
+
+    dance eap-verify-daemon --socket /run/dance/eap.sock --allow .\\_device.example.com \\
+        --server 127.0.0.1:53 --trust-ad
+
+Each certificate is authenticated as its single SAN dNSName (allow-list first, DNSSEC-validated
+TLSA lookup, RFC 7671 matching); the EAP identity must be that name unless
+``--no-identity-check``. SIGHUP flushes the caches (a removed record then applies at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from dance.cli.common import (
+    UsageError,
+    add_dns_options,
+    log_to_stderr,
+    make_resolver,
+    observe_service,
+    positive_int,
+    require_limits,
+)
+from dance.cli.ssh import _octal_mode
+from dance.cli.tls import EXIT_OK, _allow_entries
+
+log = logging.getLogger("dance.eap")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eap-verify-daemon",
+        help="serve dance-eap-verify (FreeRADIUS EAP-TLS verify hook) with a warm DNS cache",
+        description=(
+            "Authenticate EAP-TLS client certificates for FreeRADIUS's 'verify { client = "
+            "dance-eap-verify --socket PATH --identity %{User-Name} "
+            "%{TLS-Client-Cert-Filename} }': the ClientName is the certificate's single SAN "
+            "dNSName, checked against the allow-list, then DNSSEC-validated TLSA records."
+        ),
+    )
+    p.add_argument("--socket", required=True, metavar="PATH", help="Unix socket to listen on")
+    p.add_argument(
+        "--socket-mode",
+        type=_octal_mode,
+        default=0o660,
+        metavar="MODE",
+        help="socket file mode (default 0660: give the socket's group to FreeRADIUS's account)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allowed client name, or .suffix for every name below it (repeatable)",
+    )
+    p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
+    p.add_argument(
+        "--no-identity-check",
+        action="store_true",
+        help="accept any EAP identity (anonymous NAIs); by default it must be the ClientName",
+    )
+    p.add_argument(
+        "--max-connections", type=positive_int, default=64, help="open requests (default 64)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
+    add_dns_options(p)
+    p.set_defaults(func=cmd_eap_verify_daemon)
+
+
+def cmd_eap_verify_daemon(args: argparse.Namespace) -> int:
+    import signal
+
+    from dance.auth import AllowList
+    from dance.eap.server import VerifyDaemon, VerifyDaemonConfig
+
+    require_limits([("--max-connections", args.max_connections)])
+    try:
+        allow = AllowList.parse(_allow_entries(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
+    make_resolver(args)  # configuration errors (anchors, server) now, as one line, exit 2
+    config = VerifyDaemonConfig(
+        socket_path=args.socket,
+        allow=allow,
+        require_identity=not args.no_identity_check,
+        socket_mode=args.socket_mode,
+        max_connections=args.max_connections,
+        request_timeout=min(args.deadline + 3.0, 60.0),
+    )
+
+    async def run() -> None:
+        holder: dict[str, VerifyDaemon] = {}
+
+        def sources() -> dict[str, dict[str, float]]:
+            daemon = holder.get("daemon")
+            if daemon is None:
+                return {}
+            stats = daemon.stats
+            out: dict[str, dict[str, float]] = {
+                "eap": {"requests": stats.requests, "accepted": stats.accepted,
+                        "refused": stats.refused},
+                "eap_refused:reason": dict(stats.reasons),
+                "eap_errors:reason": dict(stats.errors),
+            }  # fmt: skip
+            if daemon.authenticator is not None:
+                out["auth"] = dict(daemon.authenticator.stats())
+            if daemon.resolver is not None:
+                out["dns"] = dict(daemon.resolver.stats())
+            return out
+
+        observer, endpoint = observe_service(args, "eap-verify", sources)
+        daemon = VerifyDaemon(config, lambda: make_resolver(args), observer)
+        holder["daemon"] = daemon
+        try:
+            await daemon.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.socket}: {exc.strerror or exc}") from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.flush)  # revocations apply at once
+        print(f"eap verify daemon ready on {args.socket}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+            await daemon.close()
+            log.warning(
+                "eap verify daemon stopped: %d requests, %d accepted, %d refused %s, errors %s",
+                daemon.stats.requests,
+                daemon.stats.accepted,
+                daemon.stats.refused,
+                daemon.stats.reasons or "{}",
+                daemon.stats.errors or "none",
+            )
+
+    asyncio.run(run())
+    return EXIT_OK

@@ -16,14 +16,17 @@ from dance.tls.bridge import (
     configure_server,
 )
 from dance.tls.client import (
+    DanceSSLSocket,
     ProbeResult,
     ServerCheck,
+    ServerPolicy,
     ServerRejected,
     client_context,
     connect,
     negotiated,
     probe,
     server_chain,
+    wrap_socket,
 )
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
 from dance.tls.server import DanceServer, Handler, make_server_context, serve
@@ -33,11 +36,13 @@ __all__ = [
     "DEFAULT_TLV_TYPE",
     "BridgeError",
     "ConnectionState",
+    "DanceSSLSocket",
     "DanceServer",
     "Handler",
     "ProbeResult",
     "ProxyV2Error",
     "ServerCheck",
+    "ServerPolicy",
     "ServerRejected",
     "TLSStats",
     "check_codepoint",
@@ -51,4 +56,5 @@ __all__ = [
     "probe",
     "serve",
     "server_chain",
+    "wrap_socket",
 ]

@@ -19,6 +19,7 @@ def test_a_unit_per_server() -> None:
     names = {u.stem for u in UNITS}
     assert names == {
         "dance-proxy", "dance-smtp-proxy", "dance-agent", "dance-authority", "dance-ssh-keys",
+        "dance-mqtt-proxy",
     }  # fmt: skip
 
 

@@ -111,6 +111,8 @@ def connect_args(world: World, port: int, files: Any, name: str, *extra: str) ->
         world.ca,
         "--server-name",
         "localhost",
+        "--server-auth",
+        "pkix",  # the test CA; the default (dane-or-pkix) is tested in test_server_dane.py
         *extra,
     ]
 

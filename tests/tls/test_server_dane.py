@@ -195,3 +195,41 @@ def test_library_connect_with_a_dane_check(world: World, echo: LoopThread) -> No
     assert asyncio.run(run(good)) == f"hello {DEVICE}\n".encode()
     with pytest.raises(ServerRejected, match="no-match"):
         asyncio.run(run(bad))
+
+
+def _default(world: World, port: int, *extra: str) -> list[str]:
+    """`dance connect` without --server-auth: the default policy."""
+    argv = _connect(world, port, "dane-or-pkix", *extra)
+    i = argv.index("--server-auth")
+    return argv[:i] + argv[i + 2 :]
+
+
+def test_default_policy_is_dane_or_pkix(
+    world: World, echo: LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --server-auth: DANE when the key is published (no CA given: only DANE can accept it),
+    no fallback when another key is published, the CA when the name provably has none; an
+    address without --server-name: the CA only (no name to look up)."""
+    _publish(world, echo.port, make_record(_server_cert(world), 3, 1, 1).to_text())
+    assert main(_default(world, echo.port)) == 0
+    assert f"hello {DEVICE}" in capsys.readouterr().out
+    other = x509.load_pem_x509_certificate(Path(world.other.cert).read_bytes())
+    _publish(world, echo.port, make_record(other, 3, 1, 1).to_text())
+    assert main(_default(world, echo.port, "--cafile", world.ca)) == 1
+    assert capsys.readouterr().out.startswith("server not authenticated: no-match")
+    _publish(world, echo.port)  # provably none: PKIX, whose name check refuses srv.example.test
+    assert main(_default(world, echo.port, "--cafile", world.ca)) == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out
+    # DNS that does not answer: refused, never silently PKIX, with a hint
+    argv = _default(world, echo.port, "--cafile", world.ca)
+    from dance.testkit.servers import free_port
+
+    argv[argv.index("--dns-server") + 1] = f"127.0.0.1:{free_port()}"
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("server not authenticated") and "give --dns-server" in out
+    # an address and no --server-name: PKIX (the certificate names localhost, not 127.0.0.1)
+    argv = _default(world, echo.port, "--cafile", world.ca)
+    i = argv.index("--server-name")
+    assert main(argv[:i] + argv[i + 2 :]) == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out

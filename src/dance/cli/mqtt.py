@@ -45,7 +45,11 @@ def register(subparsers: Any) -> None:
         metavar="NAME_OR_SUFFIX",
         help="allowed client name, or .suffix for every name below it (repeatable)",
     )
-    p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
+    p.add_argument(
+        "--allow-file",
+        metavar="FILE",
+        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
+    )
     p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
     lim = p.add_argument_group("limits (each refusal is counted by reason)")
     lim.add_argument(
@@ -63,10 +67,23 @@ def register(subparsers: Any) -> None:
     lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
     lim.add_argument("--max-connections", type=int, default=512)
     lim.add_argument("--max-per-address", type=int, default=64)
+    lim.add_argument(
+        "--handshake-rate",
+        type=float,
+        default=100.0,
+        metavar="N",
+        help="new connections per client IP and second, bursts of 2N (0: no limit; default 100)",
+    )
     lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
     lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                      help="0: none (MQTT keep-alive traffic counts as activity)")  # fmt: skip
-    lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, time given to established sessions before they are closed",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_mqtt_proxy)
@@ -77,6 +94,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
     import ssl
 
     from dance.auth import AllowList, Authenticator
+    from dance.dns import TLSAResolver
     from dance.mqtt import MQTTProxyConfig, start_mqtt_proxy
     from dance.tls import BridgeError
 
@@ -95,6 +113,8 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
             ("--handshake-timeout", args.handshake_timeout),
         ],
     )
+    if not args.handshake_rate >= 0:
+        raise UsageError("--handshake-rate must be 0 or more")
     if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
         raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
     try:
@@ -109,25 +129,38 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.verbose:
         log_to_stderr(logging.INFO)
-    resolver = make_resolver(args)
+    make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
     _raise_descriptor_limit(2 * args.max_connections + 64)
-    auth = Authenticator(resolver, allow=allow)
-    current: dict[str, Any] = {}
 
-    def sources() -> dict[str, Any]:
-        source: Any = auth.source  # the resolver: its own counters
-        out: dict[str, Any] = {"auth": auth.stats(), "dns": source.stats()}
-        if "tls" in current:
-            out["tls:reason"] = current["tls"].snapshot()
-        if "mqtt" in current:
-            snap = current["mqtt"].stats.snapshot()
-            out["mqtt:reason"] = snap.pop("refused")
-            out["mqtt"] = snap
-        return out
+    def serve_one(index: int = 0) -> int:
+        resolver = make_resolver(args)
+        current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
 
-    observer, endpoint = observe_service(args, "mqtt-proxy", sources, dns=resolver)
+        def sources() -> dict[str, Any]:
+            auth = current["auth"]
+            out: dict[str, Any] = {"auth": auth.stats(), "dns": auth.source.stats()}
+            if "tls" in current:
+                out["tls:reason"] = current["tls"].snapshot()
+            if "mqtt" in current:
+                snap = current["mqtt"].stats.snapshot()
+                out["mqtt:reason"] = snap.pop("refused")
+                out["mqtt"] = snap
+            return out
 
-    async def run() -> None:
+        observer, endpoint = observe_service(args, "mqtt-proxy", sources, index=index, dns=resolver)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(run(resolver, current, observer, index))
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+        return EXIT_OK
+
+    async def run(
+        resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
+    ) -> None:
+        resolvers: list[TLSAResolver] = [resolver]
+        closing: set[asyncio.Task[None]] = set()
         try:
             server, proxy = await start_mqtt_proxy(
                 listen[0],
@@ -135,7 +168,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
                 config=config,
                 cert=args.cert,
                 key=args.key,
-                authenticator=auth,
+                authenticator=current["auth"],
                 codepoint=codepoint,
                 max_pending=args.max_pending,
                 max_lookups=args.max_lookups,
@@ -144,7 +177,9 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
                 max_connections=args.max_connections,
                 max_per_address=args.max_per_address,
                 idle_timeout=args.idle_timeout or None,
+                handshake_rate=args.handshake_rate,
                 observer=observer,
+                reuse_port=args.workers > 1,
             )
         except BridgeError as exc:
             raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
@@ -153,36 +188,68 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
         current["tls"], current["mqtt"] = server.stats, proxy
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        async def close_later(old: TLSAResolver) -> None:
+            await asyncio.sleep(args.lookup_timeout + 1)  # lookups still using it end first
+            await old.aclose()
+
+        def reload() -> None:
+            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
+            try:
+                new_allow = AllowList.parse(_allow_entries(args))
+                new_resolver = make_resolver(args)
+                new_auth = Authenticator(new_resolver, allow=new_allow)
+                server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
+                log.error("reload refused (the previous configuration stays): %s", exc)
+                print(f"dance mqtt-proxy: reload refused, configuration unchanged: {exc}",
+                      flush=True)  # fmt: skip
+                return
+            current["auth"] = new_auth
+            task = loop.create_task(close_later(resolvers[-1]))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+            resolvers.append(new_resolver)
+            log.info("configuration reloaded")
+            print("dance mqtt-proxy: configuration reloaded", flush=True)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         where = f"{server.host}:{server.port}"
-        if args.json:
+        if index == 0 and args.json:  # one announcement, not one per worker
             print(
                 json.dumps({"listening": where, "broker": f"{broker[0]}:{broker[1]}"}), flush=True
             )
-        else:
+        elif index == 0:
             print(
                 f"dance mqtt-proxy: listening on {where}, broker {broker[0]}:{broker[1]}",
                 flush=True,
             )
         try:
             await stop.wait()
+            log.info(
+                "stopping: %d connection(s) get up to %g s to finish",
+                server.connections,
+                args.drain_timeout,
+            )
             cut = await server.shutdown(args.drain_timeout)
             print(
                 f"dance mqtt-proxy: stopped ({cut} connection(s) cut at the deadline)", flush=True
             )
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            with contextlib.suppress(Exception):
-                await resolver.aclose()
+            for task in closing:
+                task.cancel()
+            for res in resolvers:
+                with contextlib.suppress(Exception):
+                    await res.aclose()
             log.info("tls stats: %s", server.stats.snapshot())
             log.info("mqtt stats: %s", proxy.stats.snapshot())
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run())
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-    return EXIT_OK
+    if args.workers > 1:
+        from dance.service.workers import run_workers
+
+        return run_workers(args.workers, serve_one)
+    return serve_one()

@@ -119,10 +119,12 @@ def register(subparsers: Any) -> None:
     c.add_argument(
         "--server-auth",
         choices=("pkix", "dane", "dane-or-pkix"),
-        default="pkix",
-        help="how to authenticate the server: pkix (a CA, the default), dane (the "
-        "DNSSEC-validated TLSA records at _PORT._tcp.NAME, no fallback), dane-or-pkix (DANE "
-        "when secure records exist, a CA when the name provably has none)",
+        default=None,
+        help="how to authenticate the server: dane-or-pkix (the default: DANE when secure "
+        "TLSA records exist at _PORT._tcp.NAME, with no fallback when they do not match; a CA "
+        "when the name provably has none; bogus or unreachable DNS refuses), dane (TLSA "
+        "records required), pkix (a CA only; the default when the target is an address and "
+        "no --server-name is given)",
     )
     c.add_argument("--dns-server", metavar="HOST[:PORT]", help="DNS server for --server-auth dane")
     c.add_argument("--trust-anchor", metavar="FILE", help="DS/DNSKEY lines (default: root KSKs)")
@@ -172,6 +174,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
         send = _http_request(args.http, args.server_name or host)
     else:
         send = b""
+    defaulted = args.server_auth is None
+    if defaulted:  # an address has no TLSA owner name: a CA, unless --server-name names it
+        args.server_auth = "pkix" if _is_address(args.server_name or host) else "dane-or-pkix"
     server_check, use_pkix = None, not args.insecure
     if args.server_auth != "pkix" and not args.insecure:
         from dance.tls.dane import ServerNotAuthenticated
@@ -180,6 +185,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
             server_check, use_pkix = _dane_server_check(args, host, port)
         except ServerNotAuthenticated as exc:
             print(f"server not authenticated: {exc}")
+            if defaulted and "indeterminate" in str(exc):
+                print(
+                    "  (--server-auth dane-or-pkix, the default, looks the server up in DNS: "
+                    "give --dns-server, or --server-auth pkix)"
+                )
             return EXIT_NEGATIVE
     try:
         context = client_context(
@@ -234,19 +244,24 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return EXIT_OK if result.accepted else EXIT_NEGATIVE
 
 
+def _is_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[Any, bool]:
     """For --server-auth dane / dane-or-pkix: (a check of the presented chain, whether PKIX
     applies instead), from the server's DNSSEC-validated TLSA records (`dance.tls.dane`)."""
-    import ipaddress
-
     from dance.tls.dane import server_policy
 
     base = args.server_name or host
-    try:
-        ipaddress.ip_address(base)
+    if _is_address(base):
         raise UsageError("DANE server authentication needs a host name: give --server-name")
-    except ValueError:
-        pass
     resolver = make_resolver(
         argparse.Namespace(
             server=args.dns_server, trust_anchor=args.trust_anchor, tls=False, tls_name=None,

@@ -18,7 +18,7 @@ from dance.service.observe import MetricsUnavailable, Observer
 
 __all__ = ["ServiceOptionError", "add_service_options", "observe", "setup_access_log"]
 
-WORKER_COMMANDS = ("proxy", "smtp-proxy", "agent")
+WORKER_COMMANDS = ("proxy", "smtp-proxy", "agent", "mqtt-proxy")
 
 
 class ServiceOptionError(ValueError):

@@ -17,14 +17,17 @@ from dance.tls.bridge import (
     configure_server,
 )
 from dance.tls.client import (
+    DanceSSLSocket,
     ProbeResult,
     ServerCheck,
+    ServerPolicy,
     ServerRejected,
     client_context,
     connect,
     negotiated,
     probe,
     server_chain,
+    wrap_socket,
 )
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
 from dance.tls.server import DanceServer, Handler, make_server_context, serve
@@ -34,11 +37,13 @@ __all__ = [
     "DEFAULT_TLV_TYPE",
     "BridgeError",
     "ConnectionState",
+    "DanceSSLSocket",
     "DanceServer",
     "Handler",
     "ProbeResult",
     "ProxyV2Error",
     "ServerCheck",
+    "ServerPolicy",
     "ServerRejected",
     "TLSStats",
     "announce_client_cas",
@@ -53,4 +58,5 @@ __all__ = [
     "probe",
     "serve",
     "server_chain",
+    "wrap_socket",
 ]

@@ -56,6 +56,7 @@ SSL_AD_INTERNAL_ERROR = 80
 X509_V_ERR_APPLICATION_VERIFICATION = 50
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_SESS_CACHE_OFF = 0
+SSL_VERIFY_NONE = 0
 MAX_DISCARD = 64 * 1024  # bytes read and dropped from a refused client before closing
 
 _ADD_CB = ctypes.CFUNCTYPE(
@@ -192,6 +193,7 @@ class _Lib:
         self.lib = lib
         self.SSL_get_SSL_CTX = _proto(lib, "SSL_get_SSL_CTX", vp, vp)
         self.SSL_is_server = _proto(lib, "SSL_is_server", c_int, vp)
+        self.SSL_set_verify = _proto(lib, "SSL_set_verify", None, vp, c_int, vp)
         self.SSL_set_ex_data = _proto(lib, "SSL_set_ex_data", c_int, vp, c_int, vp)
         self.SSL_get_ex_data = _proto(lib, "SSL_get_ex_data", vp, vp, c_int)
         self.CRYPTO_get_ex_new_index = _proto(
@@ -676,11 +678,17 @@ def configure_client(
     *,
     codepoint: int = DEFAULT_CODEPOINT,
     raw_extension: bytes | None = None,
+    server_policy: ServerPolicy | None = None,
 ) -> ssl.SSLContext:
     """Install dane_clientid on a client context (TLS 1.3 only): ``client_name`` goes in the first
     entry of the Certificate message, and only when the server's CertificateRequest carried the
     extension. ``client_name=None``: never sent. ``raw_extension``: send these ``extension_data``
-    bytes verbatim instead (tests of malformed input)."""
+    bytes verbatim instead (tests of malformed input).
+
+    The context works for asyncio (``SSLObject``) and for blocking sockets
+    (``context.wrap_socket``, e.g. paho-mqtt): both send the name. ``server_policy`` (blocking
+    sockets only; see :class:`DanceSSLSocket`) decides, before each handshake, how the server is
+    authenticated, e.g. `dance.tls.dane.blocking_server_policy`."""
     check_codepoint(codepoint)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     lib = bridge()
@@ -748,4 +756,101 @@ def configure_client(
     _attach(context, "_dance_callbacks", (c_add, c_parse, buffer))
     _attach(context, "_dance_ctx_ptr", ctx_ptr)
     context.sslobject_class = DanceSSLObject
+    context.sslsocket_class = DanceSSLSocket
+    if server_policy is not None:
+        if context.verify_mode != ssl.CERT_REQUIRED:
+            # the policy may say "PKIX": a context that verifies nothing cannot provide it
+            raise ValueError("a server policy needs a context that verifies the server (PKIX)")
+        _attach(context, "_dance_server_policy", server_policy)
     return context
+
+
+class ServerRejected(ConnectionError):
+    """The server failed the client's check of it (DANE): nothing was sent to it."""
+
+
+#: A check of a connected TLS connection (a ``StreamWriter``, ``SSLObject`` or ``SSLSocket``) run
+#: after the handshake and before anything is sent: None to go on, or the reason the server is
+#: not trusted.
+ConnectionCheck = Callable[[Any], "str | None"]
+
+#: Decides, before a blocking client handshake, how the server is authenticated:
+#: ``(server_hostname, port) -> (check or None, whether PKIX verification applies)``; raises
+#: `ServerRejected` to refuse the server before the handshake (e.g. a bogus DNS answer).
+ServerPolicy = Callable[[str | None, int], tuple[ConnectionCheck | None, bool]]
+
+
+class DanceSSLSocket(ssl.SSLSocket):
+    """A blocking ``SSLSocket`` for DANCE client contexts (``context.wrap_socket``).
+
+    Before its first handshake step it attaches the per-connection state that the dane_clientid
+    callbacks need (the ClientName is sent as on asyncio connections), and, when the context has
+    a server policy, asks it how to authenticate the server: for DANE, OpenSSL's own verification
+    is turned off for this connection only (``SSL_set_verify``) and the policy's check of the
+    presented chain runs when the handshake completes. A refused server is disconnected before
+    the handshake returns, so the caller never sends it a byte; `ServerRejected` is raised."""
+
+    dance_state: ConnectionState | None = None
+    _dance_decided = False
+    _dance_check: ConnectionCheck | None = None
+
+    def _dance_ssl(self) -> int:
+        sslobj = getattr(self, "_sslobj", None)
+        if sslobj is None:
+            raise BridgeError("no SSL object yet")
+        ssl_ptr = ctypes.c_void_p.from_address(id(sslobj) + SSL_OFFSET).value
+        lib = bridge()
+        if (
+            not ssl_ptr
+            or lib.SSL_get_SSL_CTX(ssl_ptr) != getattr(self.context, "_dance_ctx_ptr", None)
+            or lib.SSL_is_server(ssl_ptr)
+        ):
+            raise BridgeError("layout self-check failed: SSL* does not belong to the context")
+        return int(ssl_ptr)
+
+    def _dance_attach(self) -> None:
+        if self.dance_state is not None or getattr(self, "_sslobj", None) is None:
+            return
+        lib = bridge()
+        ssl_ptr = self._dance_ssl()
+        state = REGISTRY.new(False)
+        if lib.SSL_set_ex_data(ssl_ptr, lib.ex_index, state.serial) != 1:
+            REGISTRY.drop(state.serial)
+            raise BridgeError("SSL_set_ex_data failed")
+        self.dance_state = state
+        weakref.finalize(self, _finalize, state.serial, None)
+
+    def _dance_decide(self) -> None:
+        if self._dance_decided:
+            return
+        self._dance_decided = True
+        policy: ServerPolicy | None = getattr(self.context, "_dance_server_policy", None)
+        if policy is None:
+            return
+        port = int(self.getpeername()[1])
+        check, use_pkix = policy(self.server_hostname, port)
+        if not use_pkix:
+            if check is None:  # neither DANE nor PKIX: never silently insecure
+                raise ServerRejected("the server policy gave no way to authenticate the server")
+            bridge().SSL_set_verify(self._dance_ssl(), SSL_VERIFY_NONE, None)
+        self._dance_check = check
+
+    def _dance_refuse(self) -> None:
+        with contextlib.suppress(OSError):
+            self.close()
+
+    def do_handshake(self, block: bool = False) -> None:
+        self._dance_attach()
+        try:
+            self._dance_decide()
+        except BaseException:
+            self._dance_refuse()
+            raise
+        super().do_handshake(block)
+        check, self._dance_check = self._dance_check, None
+        if check is not None:
+            problem = check(self)
+            if problem is not None:
+                log.info("server refused: %s", problem)
+                self._dance_refuse()
+                raise ServerRejected(problem)

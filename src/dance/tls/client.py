@@ -14,33 +14,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dance.tls.bridge import DEFAULT_CODEPOINT, configure_client, state_of
+from dance.tls.bridge import (
+    DEFAULT_CODEPOINT,
+    ConnectionCheck,
+    DanceSSLSocket,
+    ServerPolicy,
+    ServerRejected,
+    configure_client,
+    state_of,
+)
 
 __all__ = [
+    "DanceSSLSocket",
     "ProbeResult",
     "ServerCheck",
+    "ServerPolicy",
     "ServerRejected",
     "client_context",
     "connect",
     "negotiated",
     "probe",
     "server_chain",
+    "wrap_socket",
 ]
 
 #: A check of the server, run after the handshake and before anything is sent: None to go on,
-#: or the reason the server is not trusted (DANE: `dance.tlsa.verify_server`).
-ServerCheck = Callable[[asyncio.StreamWriter], "str | None"]
+#: or the reason the server is not trusted (DANE: `dance.tls.dane.dane_check`). It is given the
+#: connection: an asyncio ``StreamWriter``, or a blocking ``ssl.SSLSocket``.
+ServerCheck = ConnectionCheck
 
 
-def server_chain(writer: asyncio.StreamWriter) -> list[bytes]:
+def server_chain(connection: asyncio.StreamWriter | ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
     """The certificates the server sent, end entity first, as DER (unverified: for DANE, which
-    decides from DNS, not from a CA store)."""
-    obj = writer.get_extra_info("ssl_object")
+    decides from DNS, not from a CA store). ``connection``: an asyncio ``StreamWriter``, or the
+    ``SSLSocket`` / ``SSLObject`` itself."""
+    if isinstance(connection, asyncio.StreamWriter):
+        obj = connection.get_extra_info("ssl_object")
+    else:
+        obj = connection
     if obj is None:
         return []
     try:
@@ -60,11 +76,15 @@ def client_context(
     verify_server: bool = True,
     check_hostname: bool = True,
     raw_extension: bytes | None = None,
+    server_policy: ServerPolicy | None = None,
 ) -> ssl.SSLContext:
-    """A reusable client context (TLS 1.3 only) presenting ``cert``/``key`` as ``name``.
+    """A reusable client context (TLS 1.3 only) presenting ``cert``/``key`` as ``name``, for
+    asyncio and for blocking sockets (``context.wrap_socket``, paho-mqtt's ``tls_set_context``).
 
     The server is verified against ``cafile`` (or the system store); ``verify_server=False``
-    skips that (tests and ``dance connect --insecure`` only)."""
+    skips that (tests and ``dance connect --insecure`` only). ``server_policy`` (blocking
+    sockets): decides before each handshake whether the server is authenticated by DANE or by
+    PKIX (`dance.tls.dane.blocking_server_policy`); it needs ``verify_server=True``."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify_server:
         if cafile:
@@ -77,7 +97,34 @@ def client_context(
         context.verify_mode = ssl.CERT_NONE
     if cert:
         context.load_cert_chain(cert, key)
-    return configure_client(context, name, codepoint=codepoint, raw_extension=raw_extension)
+    return configure_client(
+        context, name, codepoint=codepoint, raw_extension=raw_extension, server_policy=server_policy
+    )
+
+
+def wrap_socket(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    *,
+    server_hostname: str | None,
+    server_check: ServerCheck | None = None,
+) -> ssl.SSLSocket:
+    """Blocking TLS over a connected ``sock`` with a DANCE client ``context``
+    (:func:`client_context`): the handshake runs here (the ClientName is sent when the server
+    asks for it, the context's server policy applies), then ``server_check``. A server refused by
+    either is disconnected and `ServerRejected` raised: nothing was sent to it."""
+    tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    try:
+        tls.do_handshake()
+        if server_check is not None:
+            problem = server_check(tls)
+            if problem is not None:
+                raise ServerRejected(problem)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tls.close()
+        raise
+    return tls
 
 
 async def connect(
@@ -120,10 +167,6 @@ async def connect(
             writer.transport.abort()
             raise ServerRejected(problem)
     return reader, writer
-
-
-class ServerRejected(ConnectionError):
-    """The server failed the client's check of it (DANE): nothing was sent to it."""
 
 
 def negotiated(writer: asyncio.StreamWriter) -> dict[str, Any]:

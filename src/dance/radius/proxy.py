@@ -3,14 +3,14 @@ server over UDP on loopback with their identity.
 
 TLS 1.3 with ``dane_clientid`` (or, for stock RadSec clients, the single SAN dNSName) is
 terminated by :func:`dance.tls.serve`; the handler runs only for an authenticated client. Each
-connection gets its own connected UDP socket to the server, so the client's Identifiers stay
-unique without renumbering; Accounting-Requests go to the accounting port (by default the
-server's port + 1), the others to the authentication port. Every packet is framed by its Length field (`StreamFramer`), parsed
-strictly and checked with the RadSec secret ``radsec`` (`check_request`); a request carrying the
-identity attribute is refused (``spoofed-identity``). The proxy then appends the identity
-attribute and signs the request again with the loopback secret (`resign_request`). Responses are
-checked with the loopback secret against the request they answer, and signed again for the
-client (`resign_response`).
+connection gets its own UDP socket to the server, so the client's Identifiers stay unique
+without renumbering; Accounting-Requests go to the accounting port (by default the server's
+port + 1), the others to the authentication port. Every packet is framed by its Length field
+(`StreamFramer`), parsed strictly and checked with the RadSec secret ``radsec``
+(`check_request`); a request carrying the identity attribute is refused (``spoofed-identity``).
+The proxy then appends the identity attribute and signs the request again with the loopback
+secret (`resign_request`). Responses are checked with the loopback secret against the request
+they answer, and signed again for the client (`resign_response`).
 
 Any refused request closes the connection (RFC 6613 section 2.6.4: a "silently discard" on a
 stream closes it), after it is counted by reason in ``RadsecProxy.stats.refused``; other

@@ -38,9 +38,9 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def open_client(front: Front, world: World, files: Files, name: str | None) -> RadsecClient:
+async def open_client(port: int, world: World, files: Files, name: str | None) -> RadsecClient:
     reader, writer = await connect(
-        "127.0.0.1", front.port, name=name, cert=files.cert, key=files.key, cafile=world.ca,
+        "127.0.0.1", port, name=name, cert=files.cert, key=files.key, cafile=world.ca,
         server_hostname="localhost", timeout=10.0,
     )  # fmt: skip
     return RadsecClient(reader, writer)
@@ -53,7 +53,7 @@ async def session(
     name: str | None,
     body: Callable[[RadsecClient], Awaitable[T]],
 ) -> T:
-    client = await open_client(front, world, files, name)
+    client = await open_client(front.port, world, files, name)
     try:
         return await body(client)
     finally:
@@ -115,11 +115,11 @@ def test_san_fallback_for_stock_clients(front: Front, world: World) -> None:
     assert reply.code == ACCESS_ACCEPT and reply_messages(reply) == [f"client {DEVICE}"]
 
 
-async def refused_at_tls(front: Front, world: World, files: Files, name: str | None) -> bool:
+async def refused_at_tls(port: int, world: World, files: Files, name: str | None) -> bool:
     """True when the front refuses the client: the handshake fails or the connection is closed
     before any answer."""
     try:
-        client = await open_client(front, world, files, name)
+        client = await open_client(port, world, files, name)
     except (ssl.SSLError, OSError):
         return True
     try:
@@ -149,7 +149,7 @@ def test_refused_clients_never_reach_freeradius(
 ) -> None:
     before = len(freeradius.packets())
     stat_before = front.server.stats.get(reason)
-    assert run(refused_at_tls(front, world, getattr(world, files), name)), label
+    assert run(refused_at_tls(front.port, world, getattr(world, files), name)), label
     assert front.server.stats.get(reason) == stat_before + 1, front.server.stats.snapshot()
     assert len(freeradius.packets()) == before
 
@@ -160,7 +160,7 @@ def test_bogus_dns_refused(front: Front, world: World, freeradius: FreeRadius) -
     before = len(freeradius.packets())
     front.auth.flush()
     with world.zones.inject(Fault("bad-signature", DEVICE)):
-        assert run(refused_at_tls(front, world, world.device, DEVICE))
+        assert run(refused_at_tls(front.port, world, world.device, DEVICE))
     front.auth.flush()
     assert front.server.stats.get("rejected_dns-bogus") >= 1
     assert len(freeradius.packets()) == before

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.ssh",
     "dance.cli.smtp",
     "dance.cli.mqtt",
+    "dance.cli.radsec",
 )
 
 
@@ -40,6 +41,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "authority",
     "ssh-keys-daemon",
     "mqtt-proxy",
+    "radsec-proxy",
 )
 
 

@@ -274,3 +274,46 @@ def test_client_rejects_forged_response() -> None:
     forged = parse_packet(sign_response(2, 1, request.authenticator, [], b"other"))
     with pytest.raises(RadiusError, match="bad-response-authenticator"):
         check_response(forged, request, RADSEC_SECRET)
+
+
+def test_silent_server_timeouts_and_in_flight_limit(world: World) -> None:
+    """A server that never answers: at most max_in_flight requests wait, each is forgotten after
+    backend_timeout (counted), the client is read again, and a client that leaves frees all."""
+    import socket
+
+    from dance.radius import RadsecProxyConfig
+    from tests.radius.conftest import run_front
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        config = RadsecProxyConfig(
+            sink.getsockname(), backend_secret=b"s", max_in_flight=2, backend_timeout=1.0
+        )
+        fronts = run_front(world, config, [DEVICE])
+        f = next(fronts)
+        try:
+
+            async def body(c: RadsecClient) -> None:
+                await c.send_raw(b"".join(access_request(i, "bob", "pw") for i in range(3)))
+                assert await asyncio.to_thread(
+                    wait_for, lambda: f.proxy.stats.backend_timeouts == 3, 30
+                ), f.proxy.stats.snapshot()
+                await c.send_raw(access_request(7, "bob", "pw"))  # still served
+
+            run(session(f, world, world.device, DEVICE, body))
+            assert wait_for(lambda: f.proxy.stats.in_flight == 0), f.proxy.stats.snapshot()
+            assert f.proxy.stats.requests == 4 and f.proxy.stats.responses == 0
+            sink.settimeout(5)
+            got = {parse(sink.recvfrom(4096)[0]) for _ in range(4)}
+            assert got == {0, 1, 2, 7}  # each forwarded once
+        finally:
+            fronts.close()
+    finally:
+        sink.close()
+
+
+def parse(raw: bytes) -> int:
+    from dance.radius import parse_packet
+
+    return parse_packet(raw).identifier

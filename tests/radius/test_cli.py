@@ -88,7 +88,7 @@ realm * {{
 def _radclient(port: int, attrs: str) -> str:
     radclient = require_binary("radclient")
     done = subprocess.run(
-        [radclient, "-x", "-r", "3", "-t", "5", f"127.0.0.1:{port}", "auth", "testing123"],
+        [radclient, "-x", "-r", "10", "-t", "2", f"127.0.0.1:{port}", "auth", "testing123"],
         input=attrs, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return done.stdout + done.stderr
@@ -112,6 +112,7 @@ san-fallback = true
 server = "{world.dns[0]}:{world.dns[1]}"
 trust-anchor = "{world.anchor_file}"
 metrics = "127.0.0.1:{metrics}"
+drain-timeout = 1
 """
     )
     proc = _dance("radsec-proxy", "--config", str(config), "--json")
@@ -139,7 +140,8 @@ metrics = "127.0.0.1:{metrics}"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert "stopped" in out
+        # radsecproxy keeps its connection open: cut at the drain deadline
+        assert "stopped (1 connection(s) cut at the deadline)" in out, out
     finally:
         for p in (proc, rsp):
             if p is not None and p.poll() is None:

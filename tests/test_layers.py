@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "message": 5,
     "provision": 5,
     "lorawan": 5,
+    "radius": 5,
     "webrtc": 5,
     "testkit": 6,
     "cli": 7,

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.mqtt",
     "dance.cli.ldap",
     "dance.cli.eap",
+    "dance.cli.radsec",
 )
 
 
@@ -44,6 +45,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "mqtt-proxy",
     "ldap-proxy",
     "eap-verify-daemon",
+    "radsec-proxy",
 )
 
 

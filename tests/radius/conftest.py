@@ -1,0 +1,176 @@
+"""A real FreeRADIUS on loopback (config in a temp dir) behind a DANCE RadSec front running in a
+thread, and the signed test zone of tests/tls (DEVICE, OTHER, their keys, an impostor)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dance.auth import Authenticator
+from dance.radius import RadsecProxy, RadsecProxyConfig, start_radsec_proxy
+from dance.radius.freeradius import freeradius_config
+from dance.testkit.servers import Proc, free_port_pair
+from dance.tls import DanceServer
+from tests.conftest import require_binary
+from tests.tls.common import DEVICE, OTHER, World, make_world, resolver
+
+LOOPBACK_SECRET = "loopback-secret-for-tests"
+USERS = {"bob": "hunter2", "alice": "correct horse battery"}
+# the front allows DEVICE and OTHER's sibling names, not OTHER itself: OTHER is "outside"
+FRONT_ALLOW = [DEVICE, "sensor8._device.example.test"]
+
+
+@dataclass
+class FreeRadius:
+    proc: Proc
+    dir: Path
+
+    @property
+    def port(self) -> int:
+        return self.proc.port
+
+    def detail(self) -> str:
+        try:
+            return (self.dir / "detail").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def packets(self) -> list[dict[str, list[str]]]:
+        """The requests FreeRADIUS received, as it decoded them (one dict per packet)."""
+        out: list[dict[str, list[str]]] = []
+        for block in self.detail().split("\n\n"):
+            attrs: dict[str, list[str]] = {}
+            for line in block.splitlines()[1:]:
+                name, sep, value = line.strip().partition(" = ")
+                if sep:
+                    attrs.setdefault(name, []).append(value)
+            if attrs:
+                out.append(attrs)
+        return out
+
+
+@dataclass
+class Front:
+    server: DanceServer
+    proxy: RadsecProxy
+    loop: asyncio.AbstractEventLoop
+    auth: Authenticator = field(repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def start_freeradius(d: Path, port: int, allowed_suffix: str = "._device.example.test") -> Proc:
+    binary = require_binary("freeradius", "radiusd")
+    freeradius_config(d, port, LOOPBACK_SECRET, users=USERS, allowed_suffix=allowed_suffix)
+    log = d / "stdout.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-f", "-X", "-l", "stdout", "-d", str(d), "-n", "radiusd"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    proc = Proc(process, port, log)
+    deadline = time.monotonic() + 30
+    while "Ready to process requests" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"FreeRADIUS did not start:\n{proc.logs()}")
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture(scope="package")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from make_world(tmp_path_factory.mktemp("radius-world"))
+
+
+@pytest.fixture(scope="package")
+def freeradius(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreeRadius]:
+    d = tmp_path_factory.mktemp("freeradius")
+    os.chmod(d, 0o700)
+    proc = start_freeradius(d, free_port_pair())
+    try:
+        yield FreeRadius(proc, d)
+    finally:
+        proc.stop()
+
+
+def run_front(
+    world: World, config: RadsecProxyConfig, allow: list[str], **limits: Any
+) -> Iterator[Front]:
+    """A DANCE RadSec front on a loop in its own thread (blocking clients such as radclient can
+    run beside it)."""
+    loop = asyncio.new_event_loop()
+    ready: dict[str, Any] = {}
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def main() -> None:
+        async with resolver(world) as res:
+            auth = Authenticator(res, allow=allow)
+            server, proxy = await start_radsec_proxy(
+                "127.0.0.1",
+                0,
+                config=config,
+                cert=world.server.cert,
+                key=world.server.key,
+                authenticator=auth,
+                **limits,
+            )
+            ready["front"] = Front(server, proxy, loop, auth)
+            started.set()
+            async with server:
+                await stop.wait()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(30) and "front" in ready, "the RadSec front did not start"
+    try:
+        yield ready["front"]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
+@pytest.fixture(scope="package")
+def front(world: World, freeradius: FreeRadius) -> Iterator[Front]:
+    config = RadsecProxyConfig(
+        ("127.0.0.1", freeradius.port), backend_secret=LOOPBACK_SECRET.encode(), backend_timeout=5.0
+    )
+    yield from run_front(world, config, FRONT_ALLOW, san_fallback=True)
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def identities(text: str) -> list[str]:
+    return re.findall(r'DANCE-Client-Name = "([^"]*)"', text)
+
+
+__all__ = ["DEVICE", "OTHER"]

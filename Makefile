@@ -88,8 +88,12 @@ bench-quick: $(STAMP)
 bench-report: $(STAMP)
 	$(BIN)/python bench/report.py
 
+# The long load-and-abuse runs (issue 13), several minutes each: `dance proxy` (floods, holders,
+# backend and DNS faults and restarts, 3 rounds with a leak check), then `dance agent`,
+# `dance ssh-keys-daemon` and `dance authority`. SOAK_ARGS passes options to both scripts.
 soak: $(STAMP)
-	$(BIN)/python bench/soak_tls.py
+	$(BIN)/python bench/soak_tls.py $(SOAK_ARGS)
+	$(BIN)/python bench/soak_servers.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-latest dist .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

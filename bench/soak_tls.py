@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from dance import certs, make_record  # noqa: E402
-from dance.testkit import Hierarchy, ServerThread  # noqa: E402
+from dance.testkit import Fault, Hierarchy, Injection, ServerThread  # noqa: E402
 from dance.tls import client_context  # noqa: E402
 
 DEVICE = "sensor7._device.example.test"
@@ -63,6 +63,7 @@ LEGIT_SOURCE = "127.0.0.2"
 SLOW_SOURCE, IDLE_SOURCE, DEAF_SOURCE = "127.0.0.3", "127.0.0.4", "127.0.0.5"
 FLOOD_SOURCES = {"abort_after_handshake": "127.0.0.6", "leave_mid_handshake": "127.0.0.7"}
 FLOOD_SOURCES["connect_close_or_rst"] = "127.0.0.8"
+FRESH_SOURCE = "127.0.0.9"  # legitimate clients whose identity is not cached
 BAD_LOG_PATTERNS = (
     "Traceback",
     "Task was destroyed",
@@ -76,6 +77,9 @@ BAD_LOG_PATTERNS = (
 # -- the world: PKI and a signed zone on the testkit DNS server -------------------------------
 
 
+FRESH_ZONE = "_fresh._device.example.test."
+
+
 @dataclass
 class World:
     dir: Path
@@ -86,12 +90,33 @@ class World:
     server_key: str
     device_cert: str
     device_key: str
+    zones: Hierarchy | None = None
+    dns_server: ServerThread | None = None
+    fresh_names: list[str] = field(default_factory=list)
+
+    def inject(self, *faults: Fault) -> Injection:
+        """Faults in the answers of the DNS server (removed with ``.remove()``)."""
+        assert self.zones is not None
+        return self.zones.inject(*faults)
+
+    def dns_stop(self) -> None:
+        """The DNS server goes away (its port closed: UDP queries get ICMP unreachable)."""
+        if self.dns_server is not None:
+            self.dns_server.stop()
+            self.dns_server = None
+
+    def dns_start(self) -> None:
+        """The DNS server comes back on the same port."""
+        assert self.zones is not None and self.dns_server is None
+        self.dns_server = ServerThread(self.zones, port=self.dns[1]).start()
 
 
 @contextlib.contextmanager
-def dns_world(d: Path) -> Iterator[World]:
+def dns_world(d: Path, fresh: int = 0) -> Iterator[World]:
     """Certificates in ``d`` and a DNSSEC-signed zone with DEVICE's TLSA record, served on
-    loopback while the context is open."""
+    loopback while the context is open. With ``fresh``, that many more names
+    (``fN._fresh._device.example.test``, the device's key, in a zone with a TTL of 1 s) for
+    clients whose identity the proxy has not cached: each is used once."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = certs.new_ca(ca_key, "soak server CA", now=NOW)
     server_key = ec.generate_private_key(ec.SECP256R1())
@@ -108,20 +133,33 @@ def dns_world(d: Path) -> Iterator[World]:
     zones = Hierarchy("test.", ttl=3600)
     zones.child("example.test.")
     devices = zones.child("_device.example.test.")
-    devices.add("sensor7", "TLSA", make_record(device_cert).to_text())
+    record = make_record(device_cert).to_text()
+    devices.add("sensor7", "TLSA", record)
+    names = [f"f{i}.{FRESH_ZONE}".rstrip(".") for i in range(fresh)]
+    if fresh:
+        fresh_zone = zones.child(FRESH_ZONE, ttl=1)
+        for i in range(fresh):
+            fresh_zone.add(f"f{i}", "TLSA", record)
     zones.sign(algorithm=13, denial="nsec3")
     (d / "anchor.txt").write_text(zones.export_trust_anchor())
-    with ServerThread(zones) as srv:
-        yield World(
-            dir=d,
-            dns=srv.address,
-            anchor=str(d / "anchor.txt"),
-            ca=str(d / "ca.pem"),
-            server_cert=str(d / "server.pem"),
-            server_key=str(d / "server.key"),
-            device_cert=str(d / "device.pem"),
-            device_key=str(d / "device.key"),
-        )
+    world = World(
+        dir=d,
+        dns=("", 0),
+        anchor=str(d / "anchor.txt"),
+        ca=str(d / "ca.pem"),
+        server_cert=str(d / "server.pem"),
+        server_key=str(d / "server.key"),
+        device_cert=str(d / "device.pem"),
+        device_key=str(d / "device.key"),
+        zones=zones,
+        fresh_names=names,
+    )
+    world.dns_server = ServerThread(zones).start()
+    world.dns = world.dns_server.address
+    try:
+        yield world
+    finally:
+        world.dns_stop()
 
 
 # -- the backend ------------------------------------------------------------------------------
@@ -155,6 +193,13 @@ class Backend:
         elif mode != "down" and self.server is None:
             await self.start()
         self.mode = mode
+
+    async def drop_connections(self) -> None:
+        """Close every established connection (as a restarted process would)."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=5)
 
     async def stop(self) -> None:
         await self.set_mode("down")
@@ -322,43 +367,67 @@ class Sample:
     ok: bool
     latency: float
     detail: str = ""
+    # ok; refused (TLS established, then closed or alerted before any data: the proxy's refusal);
+    # hang (no answer within the client's timeout); error (no TLS connection)
+    outcome: str = "ok"
 
 
 @dataclass
 class Legit:
-    """Legitimate DANCE clients: connect, send a line, expect it echoed, close."""
+    """Legitimate DANCE clients: connect, send a line, expect it echoed, close. With
+    ``names``, each attempt presents the next name of that list (an identity the proxy has not
+    cached: see ``dns_world(fresh=)``) with the same key."""
 
     port: int
     ctx: ssl.SSLContext
     source: str = LEGIT_SOURCE
     timeout: float = 10.0
     samples: list[Sample] = field(default_factory=list)
+    names: list[str] | None = None
+    world: World | None = None
+    next_name: int = 0
 
-    async def once(self) -> Sample:
+    def context(self) -> ssl.SSLContext:
+        if not self.names or self.world is None:
+            return self.ctx
+        name = self.names[self.next_name % len(self.names)]
+        self.next_name += 1
+        w = self.world
+        return client_context(name=name, cert=w.device_cert, key=w.device_key, cafile=w.ca)
+
+    async def once(self, record: bool = True) -> Sample:
         start = time.monotonic()
         writer: asyncio.StreamWriter | None = None
+        connected = False
+        outcome = "ok"
+        ctx = self.context()
         try:
             async with asyncio.timeout(self.timeout):
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1",
                     self.port,
-                    ssl=self.ctx,
+                    ssl=ctx,
                     server_hostname="localhost",
                     local_addr=(self.source, 0),
                 )
+                connected = True
                 writer.write(b"ping\n")
                 await writer.drain()
                 data = await reader.readexactly(5)
             ok, detail = data == b"ping\n", ""
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        except TimeoutError as exc:
+            ok, detail, outcome = False, repr(exc), "hang"
+        except (OSError, asyncio.IncompleteReadError) as exc:
             ok, detail = False, repr(exc)
+            outcome = "refused" if connected else "error"
         finally:
             if writer is not None:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 2)
-        sample = Sample(start, ok, time.monotonic() - start, detail)
-        self.samples.append(sample)
+        sample = Sample(start, ok, time.monotonic() - start, detail, outcome if not ok else "ok")
+        if record:
+            self.samples.append(sample)
         return sample
 
     async def stream(self, stop: asyncio.Event, workers: int = 2, pause: float = 0.02) -> None:
@@ -373,6 +442,34 @@ class Legit:
         return [s for s in self.samples if start <= s.at < end]
 
 
+def _served(task: asyncio.Task[Sample]) -> bool:
+    return not task.cancelled() and task.exception() is None and task.result().ok
+
+
+async def recovery(legit: Legit, since: float, window: float, every: float = 0.1) -> float | None:
+    """Seconds from ``since`` (a fault's end) until a client arriving after it was served:
+    one attempt starts every ``every`` seconds (not waiting for the previous ones) for at most
+    ``window`` seconds; None if none of them was served."""
+    first: list[float] = []
+    pending: set[asyncio.Task[Sample]] = set()
+    deadline = since + window
+    while time.monotonic() < deadline and not first:
+        task = asyncio.ensure_future(legit.once(record=False))
+        task.add_done_callback(
+            lambda t: (
+                first.append(time.monotonic()) if not t.cancelled() and t.result().ok else None
+            )
+        )
+        pending.add(task)
+        await asyncio.sleep(every)
+        pending = {t for t in pending if not t.done()}
+    if not first and pending:
+        await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()) + legit.timeout)
+    for task in pending:
+        task.cancel()
+    return round(min(first) - since, 3) if first else None
+
+
 def summary(samples: list[Sample]) -> dict[str, Any]:
     lat = sorted(s.latency for s in samples if s.ok)
     ok = sum(s.ok for s in samples)
@@ -380,6 +477,10 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else 0.0
 
+    failed = [s for s in samples if not s.ok]
+    outcomes: dict[str, int] = {}
+    for s in samples:
+        outcomes[s.outcome] = outcomes.get(s.outcome, 0) + 1
     return {
         "attempts": len(samples),
         "ok": ok,
@@ -387,7 +488,10 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
         "p50_ms": pct(0.5),
         "p99_ms": pct(0.99),
         "max_ms": round(lat[-1] * 1000, 1) if lat else 0.0,
-        "failures": sorted({s.detail for s in samples if not s.ok})[:5],
+        "outcomes": outcomes,
+        # the slowest attempt that did not succeed (a refusal must be fast, not a hang)
+        "slowest_failure_ms": round(1000 * max((s.latency for s in failed), default=0.0)),
+        "failures": sorted({s.detail for s in failed})[:5],
     }
 
 
@@ -658,6 +762,12 @@ def flood_main(args: argparse.Namespace) -> None:
 # -- the suite --------------------------------------------------------------------------------
 
 
+ABUSE_PHASES = ("floods", "holders")
+BACKEND_PHASES = ("backend down", "backend silent", "backend resetting", "backend restart")
+DNS_PHASES = ("dns slow", "dns silent", "dns malformed", "dns wrong-id", "dns bogus", "dns restart")
+ALL_PHASES = ABUSE_PHASES + BACKEND_PHASES + DNS_PHASES
+
+
 @dataclass
 class Settings:
     phase_seconds: float = 3.0
@@ -670,6 +780,16 @@ class Settings:
     max_per_address: int = 32
     legit_workers: int = 2
     handshake_rate: float = 100.0  # --handshake-rate of the proxy (0: off)
+    phases: tuple[str, ...] = ALL_PHASES
+    rounds: int = 1  # the phases again and again: RSS at each round's end (a leak check)
+    uncached_workers: int = 1  # clients presenting a name used once (0: none)
+    fresh_names: int = 3000
+    dns_fault_seconds: float = 2.0
+    dns_slow_delay: float = 1.5  # seconds each answer is held back in "dns slow"
+    dns_timeout: float = 2.0  # the proxy's --timeout (per query)
+    dns_deadline: float = 4.0  # the proxy's --deadline (per lookup)
+    recovery_window: float = 5.0  # how long to wait for the first client served after a fault
+    settle_seconds: float = 1.0  # after a phase, before reading the proxy's RSS
 
 
 async def wait_for_baseline(proxy: ProxyProcess, baseline: int, limit: float) -> tuple[bool, float]:
@@ -685,11 +805,12 @@ async def wait_for_baseline(proxy: ProxyProcess, baseline: int, limit: float) ->
 async def run_phase(
     name: str,
     proxy: ProxyProcess,
-    legit: Legit,
+    clients: tuple[Legit, Legit | None],
     baseline: int,
     settings: Settings,
     action: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
+    legit, fresh = clients
     stop = asyncio.Event()
     start = time.monotonic()
     peak = {"fds": proxy.fds(), "rss_kib": proxy.rss_kib()}
@@ -702,27 +823,88 @@ async def run_phase(
             await asyncio.sleep(0.1)
 
     sampler = asyncio.ensure_future(sample())
-    stream = asyncio.ensure_future(legit.stream(stop, workers=settings.legit_workers))
+    streams = [asyncio.ensure_future(legit.stream(stop, workers=settings.legit_workers))]
+    if fresh is not None and settings.uncached_workers:
+        streams.append(
+            asyncio.ensure_future(fresh.stream(stop, workers=settings.uncached_workers, pause=0.1))
+        )
     try:
         abuse = await action()
     finally:
         end = time.monotonic()
         stop.set()
-        await asyncio.gather(stream, sampler)
+        await asyncio.gather(*streams, sampler)
     reached, took = await wait_for_baseline(proxy, baseline, settings.baseline_wait)
     after = await legit.once()
-    return {
+    await asyncio.sleep(settings.settle_seconds)
+    out = {
         "phase": name,
         "seconds": round(end - start, 1),
         "legit": summary(legit.between(start, end)),
         "abuse": abuse,
         "fds_peak": peak["fds"],
         "rss_peak_kib": peak["rss_kib"],
+        "rss_after_kib": proxy.rss_kib(),
         "fds_back_to_baseline": reached,
         "seconds_to_baseline": took,
         "served_after": after.ok,
         "served_after_detail": after.detail,
     }
+    if fresh is not None:
+        out["uncached"] = summary(fresh.between(start, end))
+        window = abuse.pop("_fault_window", None)
+        if window:
+            out["uncached_during_fault"] = summary(fresh.between(*window))
+            out["legit_during_fault"] = summary(legit.between(*window))
+    out["checks_failed"] = phase_checks(out, settings)
+    return out
+
+
+def phase_checks(p: dict[str, Any], settings: Settings) -> list[str]:
+    """The pass rules of issue 13 for one phase; the ones that failed (empty: passed).
+
+    * abuse and DNS faults: the clients whose identity is cached keep >= 99% success and a p99
+      under 1 s; clients whose identity is not cached too, except during a DNS fault;
+    * during a DNS fault, clients whose identity is not cached are served or refused (TLS up,
+      then closed without data, the proxy counting ``rejected_<reason>``) within the lookup
+      deadline plus 1 s: a refusal, never a hang;
+    * after each fault ends, a client arriving then is served within 1 s (cached and not);
+    * descriptors back to their baseline and the next client served."""
+    failed: list[str] = []
+    name = p["phase"]
+    if not p["fds_back_to_baseline"]:
+        failed.append("descriptors not back to baseline")
+    if not p["served_after"]:
+        failed.append("next client not served")
+    groups = []
+    if name in ABUSE_PHASES:
+        groups = [("legit", p["legit"])]
+        if "uncached" in p:
+            groups.append(("uncached", p["uncached"]))
+    elif name in DNS_PHASES:
+        groups = [("legit", p["legit"])]
+    for label, summ in groups:
+        if summ["attempts"] and summ["success"] < 0.99:
+            failed.append(f"{label} success {summ['success']:.2%} < 99%")
+        if summ["p99_ms"] >= 1000:
+            failed.append(f"{label} p99 {summ['p99_ms']} ms >= 1 s")
+    if name in DNS_PHASES and "uncached_during_fault" in p:
+        during = p["uncached_during_fault"]
+        limit = (settings.dns_deadline + 1) * 1000
+        if during["outcomes"].get("hang") or during["outcomes"].get("error"):
+            failed.append(f"uncached clients hung or failed to connect: {during['outcomes']}")
+        if during["slowest_failure_ms"] > limit:
+            failed.append(f"uncached refusal took {during['slowest_failure_ms']} ms > {limit} ms")
+    # "dns slow": the queries sent before the fault's end are still answered late, and a new
+    # lookup shares a query in flight for the same name and type (the zone's DNSKEY): resumed
+    # within 1 s of the last late answer
+    limit = 1.0 + (settings.dns_slow_delay if name == "dns slow" else 0.0)
+    for key in ("recovery_s", "recovery_uncached_s"):
+        if key in p["abuse"]:
+            took = p["abuse"][key]
+            if took is None or took > limit:
+                failed.append(f"{key} {took} > {limit} s")
+    return failed
 
 
 async def suite(world: World, settings: Settings) -> dict[str, Any]:
@@ -741,17 +923,33 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
         str(settings.max_per_address),
         "--handshake-rate",
         str(settings.handshake_rate),
+        "--timeout",
+        str(settings.dns_timeout),
+        "--deadline",
+        str(settings.dns_deadline),
     )
     await asyncio.to_thread(proxy.start)
     port = proxy.port
     ctx = client_context(name=DEVICE, cert=world.device_cert, key=world.device_key, cafile=world.ca)
     legit = Legit(port, ctx)
+    fresh: Legit | None = None
+    if world.fresh_names:
+        fresh = Legit(
+            port,
+            ctx,
+            source=FRESH_SOURCE,
+            timeout=settings.dns_deadline + 3,
+            names=world.fresh_names,
+            world=world,
+        )
     hello = client_hello()
     tasks: set[asyncio.Task[None]] = set()
-    report: dict[str, Any] = {"settings": vars(settings), "phases": []}
+    report: dict[str, Any] = {"settings": vars(settings), "phases": [], "rounds": []}
     try:
         for _ in range(3):  # warm: the identity is cached afterwards
             await legit.once()
+        if fresh is not None:
+            await fresh.once(record=False)
         await asyncio.sleep(0.5)
         baseline = proxy.fds()
         report["baseline"] = {"fds": baseline, "rss_kib": proxy.rss_kib()}
@@ -782,26 +980,86 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
                 h.release()
             return out
 
+        async def resumed(since: float) -> dict[str, Any]:
+            """How long after a fault's end a client arriving then is served."""
+            jobs = [recovery(legit, since, settings.recovery_window)]
+            if fresh is not None:
+                jobs.append(recovery(fresh, since, settings.recovery_window))
+            took = await asyncio.gather(*jobs)
+            out = {"recovery_s": took[0]}
+            if fresh is not None:
+                out["recovery_uncached_s"] = took[1]
+            return out
+
         def backend_fault(mode: str) -> Callable[[], Awaitable[dict[str, Any]]]:
             async def fault() -> dict[str, Any]:
                 before = len(legit.samples)
-                await backend.set_mode(mode)
+                begin = time.monotonic()
+                if mode == "restart":  # the listener and every connection go, then it comes back
+                    await backend.set_mode("down")
+                    await backend.drop_connections()
+                else:
+                    await backend.set_mode(mode)
                 await asyncio.sleep(settings.backend_fault_seconds)
                 await backend.set_mode("normal")
+                end = time.monotonic()
                 during = legit.samples[before:]
-                return {"legit_during_fault": summary(during)}
+                return {
+                    "legit_during_fault": summary(during),
+                    **await resumed(end),
+                    "_fault_window": (begin, end),
+                }
 
             return fault
 
-        for name, action in (
-            ("floods", floods),
-            ("holders", holders),
-            ("backend down", backend_fault("down")),
-            ("backend silent", backend_fault("silent")),
-            ("backend resetting", backend_fault("reset")),
-        ):
-            report["phases"].append(await run_phase(name, proxy, legit, baseline, settings, action))
-        await wait_for_baseline(proxy, baseline, settings.baseline_wait)
+        dns_faults: dict[str, Callable[[], Fault] | None] = {
+            "dns slow": lambda: Fault("slow", delay=settings.dns_slow_delay),
+            "dns silent": lambda: Fault("silent"),
+            "dns malformed": lambda: Fault("malformed"),
+            "dns wrong-id": lambda: Fault("wrong-id"),
+            "dns bogus": lambda: Fault("bad-signature", rdtype="TLSA"),
+            "dns restart": None,  # the server stopped (port closed), then started again
+        }
+
+        def dns_fault(name: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+            async def fault() -> dict[str, Any]:
+                make = dns_faults[name]
+                begin = time.monotonic()
+                injection = None
+                if make is None:
+                    await asyncio.to_thread(world.dns_stop)
+                else:
+                    injection = world.inject(make())
+                await asyncio.sleep(settings.dns_fault_seconds)
+                if injection is None:
+                    await asyncio.to_thread(world.dns_start)
+                else:
+                    injection.remove()
+                end = time.monotonic()
+                return {**await resumed(end), "_fault_window": (begin, end)}
+
+            return fault
+
+        actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "floods": floods,
+            "holders": holders,
+            "backend down": backend_fault("down"),
+            "backend silent": backend_fault("silent"),
+            "backend resetting": backend_fault("reset"),
+            "backend restart": backend_fault("restart"),
+        }
+        for name in DNS_PHASES:
+            actions[name] = dns_fault(name)
+        for round_no in range(settings.rounds):
+            for name in settings.phases:
+                result = await run_phase(
+                    name, proxy, (legit, fresh), baseline, settings, actions[name]
+                )
+                result["round"] = round_no + 1
+                report["phases"].append(result)
+            await wait_for_baseline(proxy, baseline, settings.baseline_wait)
+            await asyncio.sleep(settings.settle_seconds)
+            report["rounds"].append({"round": round_no + 1, "rss_end_kib": proxy.rss_kib()})
         report["final"] = {"fds": proxy.fds(), "rss_kib": proxy.rss_kib()}
     finally:
         for task in list(tasks):
@@ -813,32 +1071,78 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
     report["stopped_line"] = [line for line in proxy.stdout if "stopped" in line]
     report["backend_bad_headers"] = backend.bad_headers
     report["backend_identities"] = sorted(i.decode() for i in backend.identities)
+    report["leak_check"] = leak_check(report["rounds"])
     return report
+
+
+def leak_check(rounds: list[dict[str, Any]], tolerance: float = 0.10) -> dict[str, Any]:
+    """After repeated rounds, RSS must not keep growing: the last round's end within
+    ``tolerance`` of the first round's end (needs 2 rounds at least)."""
+    if len(rounds) < 2:
+        return {"rounds": len(rounds), "passed": None}
+    first, last = rounds[0]["rss_end_kib"], rounds[-1]["rss_end_kib"]
+    return {
+        "rounds": len(rounds),
+        "first_end_kib": first,
+        "last_end_kib": last,
+        "growth": round(last / first - 1, 4),
+        "passed": last <= first * (1 + tolerance),
+    }
 
 
 def run(settings: Settings, workdir: Path | None = None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-tls-")))
-        world = stack.enter_context(dns_world(workdir))
+        fresh = settings.fresh_names if settings.uncached_workers else 0
+        world = stack.enter_context(dns_world(workdir, fresh=fresh))
         return asyncio.run(suite(world, settings))
+
+
+def _line(label: str, summ: dict[str, Any]) -> str:
+    return (
+        f"{label} {summ['ok']}/{summ['attempts']} ({summ['success']:.2%}) "
+        f"p50 {summ['p50_ms']} ms p99 {summ['p99_ms']} ms"
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"baseline: {report['baseline']}")
     for p in report["phases"]:
-        legit = p["legit"]
         print(
-            f"{p['phase']:<18} {p['seconds']:>5.1f} s  legit {legit['ok']}/{legit['attempts']} "
-            f"({legit['success']:.2%}) p50 {legit['p50_ms']} ms p99 {legit['p99_ms']} ms  "
+            f"[{p.get('round', 1)}] {p['phase']:<18} {p['seconds']:>5.1f} s  "
+            f"{_line('legit', p['legit'])}  "
             f"fds peak {p['fds_peak']} -> baseline {'yes' if p['fds_back_to_baseline'] else 'NO'} "
-            f"in {p['seconds_to_baseline']} s  RSS peak {p['rss_peak_kib'] // 1024} MiB  "
+            f"in {p['seconds_to_baseline']} s  RSS peak {p['rss_peak_kib'] // 1024} MiB, "
+            f"after {p['rss_after_kib'] // 1024} MiB  "
             f"next client {'served' if p['served_after'] else 'NOT served'}"
         )
-        print(f"{'':<18} abuse: {json.dumps(p['abuse'])}")
+        if "uncached" in p:
+            print(f"{'':<22} {_line('uncached', p['uncached'])} {p['uncached']['outcomes']}")
+        if "uncached_during_fault" in p:
+            d = p["uncached_during_fault"]
+            print(
+                f"{'':<22} during the fault: {_line('uncached', d)} {d['outcomes']}, slowest "
+                f"refusal {d['slowest_failure_ms']} ms; {_line('cached', p['legit_during_fault'])}"
+            )
+        print(f"{'':<22} abuse: {json.dumps(p['abuse'])}")
+        if p["checks_failed"]:
+            print(f"{'':<22} FAILED: {'; '.join(p['checks_failed'])}")
+    for r in report["rounds"]:
+        print(f"round {r['round']} end: RSS {r['rss_end_kib'] // 1024} MiB")
+    print(f"leak check: {report['leak_check']}")
     print(f"final: {report['final']}  exit status {report['exit_status']}")
     print(f"proxy counters: {json.dumps(report['proxy_counters'])}")
     print(f"log lines with tracebacks or errors: {len(report['bad_log_lines'])}")
+
+
+def passed(report: dict[str, Any]) -> bool:
+    return (
+        all(not p["checks_failed"] for p in report["phases"])
+        and report["exit_status"] == 0
+        and not report["bad_log_lines"]
+        and report["leak_check"]["passed"] is not False
+    )
 
 
 def main() -> None:
@@ -852,6 +1156,13 @@ def main() -> None:
     parser.add_argument(
         "--handshake-rate", type=float, default=100.0, help="the proxy's (0: off, floods reach TLS)"
     )
+    parser.add_argument("--dns-fault-seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="all phases again (leak check)")
+    parser.add_argument(
+        "--phases",
+        default=",".join(ALL_PHASES),
+        help=f"comma-separated, from: {', '.join(ALL_PHASES)}",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flood", choices=sorted(FLOOD_SOURCES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -863,6 +1174,10 @@ def main() -> None:
     if args.flood:
         flood_main(args)
         return
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    unknown = sorted(set(phases) - set(ALL_PHASES))
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(unknown)}")
     settings = Settings(
         phase_seconds=args.phase_seconds,
         holders=args.holders,
@@ -873,18 +1188,17 @@ def main() -> None:
         idle_timeout=args.idle_timeout,
         backend_timeout=5.0,
         handshake_rate=args.handshake_rate,
+        dns_fault_seconds=args.dns_fault_seconds,
+        rounds=args.rounds,
+        phases=phases,
+        fresh_names=20_000,
     )
     report = run(settings)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         print_report(report)
-    ok = (
-        all(p["fds_back_to_baseline"] and p["served_after"] for p in report["phases"])
-        and report["exit_status"] == 0
-        and not report["bad_log_lines"]
-    )
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if passed(report) else 1)
 
 
 if __name__ == "__main__":

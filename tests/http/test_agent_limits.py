@@ -243,3 +243,75 @@ def test_drain_answers_decisions_in_progress_or_cuts_them(timeout: float, cut: i
         writer.close()
 
     asyncio.run(scenario())
+
+
+class _Transport(asyncio.Transport):
+    """A transport that records what the agent writes and whether it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.reading = True
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def test_pipelined_requests_do_not_hold_the_loop(ids: Identities) -> None:
+    """A client pipelining 100 requests gets a batch answered per turn of the event loop, its
+    reading paused in between: another client's request, arriving meanwhile, is answered at once
+    instead of after the 100 (the soak measured a legitimate p99 of 5.6 s behind 20 such
+    clients before)."""
+    from dance.http.agent import _BATCH, _Connection
+
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth)
+    request = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+
+    async def main() -> None:
+        greedy, other = _Transport(), _Transport()
+        cg, co = _Connection(agent), _Connection(agent)
+        cg.connection_made(greedy)
+        co.connection_made(other)
+        cg.data_received(request * 100)
+        assert len(greedy.writes) == _BATCH < 100
+        assert not greedy.reading  # the rest waits; TCP pushes the client back meanwhile
+        co.data_received(request)
+        assert len(other.writes) == 1 and other.writes[0].startswith(b"HTTP/1.1 200")
+        for _ in range(100 // _BATCH + 2):
+            await asyncio.sleep(0)
+        assert len(greedy.writes) == 100
+        assert all(w.startswith(b"HTTP/1.1 200") for w in greedy.writes)
+        assert greedy.reading and not cg.deferred
+        cg.connection_lost(None)
+        co.connection_lost(None)
+
+    asyncio.run(main())

@@ -48,6 +48,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         # off: the floods must reach the TLS layer, whose own limits are what this proves (the
         # per-address rate, on by default, is tested in test_lifecycle.py)
         handshake_rate=0.0,
+        phases=soak.ABUSE_PHASES + soak.BACKEND_PHASES,
+        fresh_names=200,
+        settle_seconds=0.2,
     )
     result: dict[str, Any] = soak.run(settings, tmp_path_factory.mktemp("abuse"))
     return result
@@ -65,6 +68,9 @@ def test_legitimate_clients_served_during_abuse(report: dict[str, Any], name: st
     p = phase(report, name)
     assert p["legit"]["attempts"] >= 10, p
     assert p["legit"]["success"] >= 0.99, p
+    # clients whose identity is not cached (a DNS lookup each) too
+    assert p["uncached"]["attempts"] >= 1, p
+    assert p["uncached"]["success"] >= 0.99, p
 
 
 def test_floods_reached_the_proxy(report: dict[str, Any]) -> None:
@@ -90,12 +96,23 @@ def test_holders_cut_by_the_proxy(report: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["floods", "holders", "backend down", "backend silent", "backend resetting"]
+    "name",
+    ["floods", "holders", "backend down", "backend silent", "backend resetting", "backend restart"],
 )
 def test_service_resumes_and_descriptors_return(report: dict[str, Any], name: str) -> None:
     p = phase(report, name)
     assert p["fds_back_to_baseline"], p
     assert p["served_after"], p
+    if name.startswith("backend"):  # a client arriving after the fault is served, cached or not
+        assert p["abuse"]["recovery_s"] is not None, p
+        assert p["abuse"]["recovery_uncached_s"] is not None, p
+
+
+def test_backend_restart_closes_clients_at_once(report: dict[str, Any]) -> None:
+    """While the backend is restarting, clients are closed without data (refused), not held."""
+    during = phase(report, "backend restart")["abuse"]["legit_during_fault"]
+    assert during["attempts"] >= 1 and during["ok"] == 0, during
+    assert set(during["outcomes"]) == {"refused"}, during
 
 
 def test_backend_faults_fail_fast_and_counted(report: dict[str, Any]) -> None:
@@ -104,7 +121,11 @@ def test_backend_faults_fail_fast_and_counted(report: dict[str, Any]) -> None:
     down = phase(report, "backend down")["abuse"]["legit_during_fault"]
     assert down["attempts"] >= 1 and down["ok"] == 0  # closed at once, not hung
     assert report["backend_bad_headers"] == 0
-    assert report["backend_identities"] == ["sensor7._device.example.test"]
+    identities = report["backend_identities"]
+    assert "sensor7._device.example.test" in identities
+    # the others: the names presented once by the uncached clients, each its own identity
+    others = set(identities) - {"sensor7._device.example.test"}
+    assert others and all(n.endswith("._fresh._device.example.test") for n in others), identities
 
 
 def test_clean_exit_and_log(report: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ from cryptography import x509
 from dance.auth import Authenticator
 from dance.credentials import CertificateChain, CredentialError
 from dance.identity import Identity, Rejection
+from dance.service.memory import Trimmer
 from dance.service.observe import Observer
 from dance.service.ratelimit import RateLimiter
 from dance.tls.bridge import (
@@ -343,6 +344,8 @@ class DanceServer:
         self._handler: Handler | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection, strongly held
         self._per_address: dict[str, int] = {}
+        # freed memory back to the system after a burst (docs/reliability.md)
+        self._trimmer = Trimmer()
         self.cert, self.key = cert, key
         # CA names announced in the CertificateRequest: hints from configuration, never derived
         # from the client's name (which arrives after the request: dance-specs D7)
@@ -580,12 +583,15 @@ class DanceServer:
             self._serve_connection(raw, peer, local, self._handler)
         )
         self._tasks.add(task)
+        self._trimmer.opened(len(self._tasks))
         observer = self.observer
         if observer is not None:
             observer.opened()
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            if self._trimmer.closed(len(self._tasks)):
+                self.stats.count("memory_trims")
             if observer is not None:
                 observer.closed()
             left = self._per_address.get(address, 1) - 1

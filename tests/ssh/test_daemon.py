@@ -3,6 +3,7 @@ processes, plus the sans-I/O request/reply protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -166,24 +167,30 @@ def test_daemon_survives_garbage_slow_and_excess_clients(
     garbage.shutdown(socket.SHUT_WR)
     assert garbage.recv(100).startswith(b"ERR\tmalformed-request")
     garbage.close()
-    idle = []
-    for _ in range(6):  # over --max-connections 4: the excess is closed at once
+    holders = []
+    for i in range(6):  # over --max-connections 4: idle and slowloris (half a line) clients
         s = socket.socket(socket.AF_UNIX)
         s.connect(str(sock))
-        idle.append(s)
-    time.sleep(0.3)
-    closed = 0
-    for s in idle[4:]:
+        if i % 2:
+            s.sendall(b"DANCE-SSH-KEYS/1\troot")
+        holders.append(s)
+        time.sleep(0.05)  # in order: the oldest first
+    # every slot is held: the connections that waited longest for their line made room
+    for s in holders[:2]:
         s.settimeout(5)
-        if s.recv(10) == b"":
-            closed += 1
-    assert closed == 2
-    for s in idle:
-        s.close()
+        with contextlib.suppress(ConnectionResetError):  # a reset is a close too
+            assert s.recv(10) == b""
+    # a real hook still gets its answer while the holders keep every other slot
     keytype, blob = ssh_pub(world.keys["carol"])
-    out = _hook("--socket", str(sock), "root", keytype, blob)
-    assert out.stdout == f"{keytype} {blob} dance:{CAROL}\n", out.stderr
+    for _ in range(3):
+        out = _hook("--socket", str(sock), "root", keytype, blob)
+        assert out.stdout == f"{keytype} {blob} dance:{CAROL}\n", out.stderr
+    for s in holders:
+        s.close()
     assert proc.poll() is None
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
 
 
 def test_hook_falls_back_in_process_when_no_daemon(world: World, tmp_path: Path) -> None:

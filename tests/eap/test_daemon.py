@@ -362,3 +362,25 @@ def test_hook_refuses_bad_identities(world: World, tmp_path: Path, hook: str) ->
         done = _hook("--socket", str(tmp_path / "n.sock"), "--identity", identity, str(ok.cert),
                      hook=hook)  # fmt: skip
         assert done.returncode == 1 and "identity" in done.stderr, done.stderr
+
+
+def test_build_hook_command(tmp_path: Path) -> None:
+    from tests.conftest import require_binary
+
+    require_binary("cc", "gcc")
+    out = tmp_path / "bin" / "dance-eap-verify-c"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [DANCE, "eap-build-hook", "--output", str(out)], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert os.stat(out).st_mode & 0o777 == 0o755
+    assert subprocess.run([str(out)], capture_output=True, check=False).returncode == 2  # usage
+    bad = subprocess.run(
+        [DANCE, "eap-build-hook", "--output", str(tmp_path / "x"), "--cc", str(tmp_path / "no")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "cannot build the hook" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dance-eap-verify-c"]  # no temp left

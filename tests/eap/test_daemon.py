@@ -238,9 +238,9 @@ def test_daemon_command_serves_flushes_and_stops(world: World, tmp_path: Path) -
     assert not sock.exists()
 
 
-def _fake_daemon(path: Path, reply: bytes | None) -> threading.Thread:
+def _fake_daemon(path: Path, reply: bytes | None, hold: bool = False) -> threading.Thread:
     """A one-shot server at ``path`` that reads a request and answers ``reply`` (None: closes
-    without an answer)."""
+    without an answer; ``hold``: never answers, waits until the client gives up)."""
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(path))
     srv.listen(1)
@@ -257,12 +257,16 @@ def _fake_daemon(path: Path, reply: bytes | None) -> threading.Thread:
                         break
                     data += chunk
                 seen.append(data)
-                if reply is not None:
+                if hold:
+                    release.wait(60)  # set by the test once the hook has given up
+                elif reply is not None:
                     conn.sendall(reply)
 
     seen: list[bytes] = []
+    release = threading.Event()
     t = threading.Thread(target=serve, daemon=True)
     t.seen = seen  # type: ignore[attr-defined]
+    t.release = release  # type: ignore[attr-defined]
     t.start()
     return t
 
@@ -297,6 +301,22 @@ def test_hook_refuses_malformed_replies(
     # the request it sent is what the protocol says
     (request,) = server.seen  # type: ignore[attr-defined]
     assert decode_request(request) == (OK1, _der(ok.certificate))
+
+
+def test_hook_gives_up_on_a_silent_daemon(world: World, tmp_path: Path, hook: str) -> None:
+    """A daemon that accepts and never answers: the hook refuses on its own timeout (8 s),
+    before FreeRADIUS's 10 s kill."""
+    sock = tmp_path / "s.sock"
+    server = _fake_daemon(sock, None, hold=True)
+    ok = world.devices["ok"]
+    start = time.monotonic()
+    done = _hook("--socket", str(sock), "--identity", OK1, str(ok.cert), hook=hook)
+    elapsed = time.monotonic() - start
+    server.release.set()  # type: ignore[attr-defined]
+    server.join(60)
+    assert done.returncode != 0 and "authenticated" not in done.stderr
+    assert elapsed >= 7.0  # it waited for the daemon (no upper bound asserted: loaded machine)
+    assert "Traceback" not in done.stderr
 
 
 def test_hook_sends_a_well_formed_request_and_accepts_ok(

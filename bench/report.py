@@ -90,6 +90,8 @@ def render(docs: list[dict[str, object]]) -> str:
 
 def main() -> None:
     docs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    # only benchlib result documents (a script may also write a data file, e.g. a table list)
+    docs = [d for d in docs if isinstance(d, dict) and "script" in d]
     order = list(TITLES)
     docs.sort(key=lambda d: order.index(d["script"]) if d["script"] in order else len(order))
     OUT.write_text(render(docs))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,13 +170,20 @@ def test_anonymous_identity_when_configured(world: World, tmp_path: Path) -> Non
         assert _ask(daemon, encode_request("anonymous", _b64(ok))) == b"NO\tidentity-mismatch\n"
 
 
-def _hook(*args: str) -> subprocess.CompletedProcess[str]:
+def _hook(*args: str, hook: str = HOOK) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [HOOK, *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        [hook, *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
     )
 
 
-def test_hook_exit_status(world: World, tmp_path: Path) -> None:
+@pytest.fixture(params=["python-hook", "c-hook"])
+def hook(request: pytest.FixtureRequest) -> str:
+    """The Python hook (dance-eap-verify) and the C one (dance eap-build-hook): same behaviour."""
+    return HOOK if request.param == "python-hook" else str(request.getfixturevalue("c_hook"))
+
+
+def test_hook_exit_status(world: World, tmp_path: Path, hook: str) -> None:
+    _hook = functools.partial(globals()["_hook"], hook=hook)
     sock = tmp_path / "h.sock"
     ok = world.devices["ok"]
     with DaemonThread(world, sock):
@@ -227,3 +236,171 @@ def test_daemon_command_serves_flushes_and_stops(world: World, tmp_path: Path) -
     assert "DNS cache flushed" in err and "Traceback" not in err
     assert "3 requests, 2 accepted, 1 refused" in err or "4 requests, 2 accepted, 1 refused" in err
     assert not sock.exists()
+
+
+def _fake_daemon(path: Path, reply: bytes | None, hold: bool = False) -> threading.Thread:
+    """A one-shot server at ``path`` that reads a request and answers ``reply`` (None: closes
+    without an answer; ``hold``: never answers, waits until the client gives up)."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(30)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                seen.append(data)
+                if hold:
+                    release.wait(60)  # set by the test once the hook has given up
+                elif reply is not None:
+                    conn.sendall(reply)
+
+    seen: list[bytes] = []
+    release = threading.Event()
+    t = threading.Thread(target=serve, daemon=True)
+    t.seen = seen  # type: ignore[attr-defined]
+    t.release = release  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        None,  # the daemon closes without answering
+        b"",
+        b"OK\t" + OK1.encode(),  # no LF
+        b"OK\t" + OK1.encode() + b"\nOK\tx\n",  # two lines
+        b"OK " + OK1.encode() + b"\n",  # no TAB
+        b"OK\t\n",  # empty name
+        b"OK\tsensor one\n",  # a space in the field
+        b"OK\x00\t" + OK1.encode() + b"\n",  # a NUL after the kind
+        b"OKAY\t" + OK1.encode() + b"\n",
+        b"ok\t" + OK1.encode() + b"\n",
+        b"OK\t" + b"a" * 1100 + b"\n",  # too long
+        b"OK\t\xc3\xa9\n",  # not ASCII
+    ],
+)
+def test_hook_refuses_malformed_replies(
+    world: World, tmp_path: Path, hook: str, reply: bytes | None
+) -> None:
+    sock = tmp_path / "f.sock"
+    server = _fake_daemon(sock, reply)
+    ok = world.devices["ok"]
+    done = _hook("--socket", str(sock), "--identity", OK1, str(ok.cert), hook=hook)
+    server.join(30)
+    assert done.returncode == 1, done.stderr
+    assert "authenticated" not in done.stderr and "Traceback" not in done.stderr
+    # the request it sent is what the protocol says
+    (request,) = server.seen  # type: ignore[attr-defined]
+    assert decode_request(request) == (OK1, _der(ok.certificate))
+
+
+def test_hook_gives_up_on_a_silent_daemon(world: World, tmp_path: Path, hook: str) -> None:
+    """A daemon that accepts and never answers: the hook refuses on its own timeout (8 s),
+    before FreeRADIUS's 10 s kill."""
+    sock = tmp_path / "s.sock"
+    server = _fake_daemon(sock, None, hold=True)
+    ok = world.devices["ok"]
+    start = time.monotonic()
+    done = _hook("--socket", str(sock), "--identity", OK1, str(ok.cert), hook=hook)
+    elapsed = time.monotonic() - start
+    server.release.set()  # type: ignore[attr-defined]
+    server.join(60)
+    assert done.returncode != 0 and "authenticated" not in done.stderr
+    assert elapsed >= 7.0  # it waited for the daemon (no upper bound asserted: loaded machine)
+    assert "Traceback" not in done.stderr
+
+
+def test_hook_sends_a_well_formed_request_and_accepts_ok(
+    world: World, tmp_path: Path, hook: str
+) -> None:
+    sock = tmp_path / "g.sock"
+    server = _fake_daemon(sock, b"OK\t" + OK1.encode() + b"\n")
+    ok = world.devices["ok"]
+    done = _hook("--socket", str(sock), "--identity", "", str(ok.cert), hook=hook)
+    server.join(30)
+    assert done.returncode == 0 and f"authenticated as {OK1}" in done.stderr
+    (request,) = server.seen  # type: ignore[attr-defined]
+    assert decode_request(request) == (None, _der(ok.certificate))  # "" = no identity
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"garbage\n",
+        b"x" * 70000,  # larger than any certificate file FreeRADIUS writes
+        b"junk\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\ntrailer\n",
+        b"-----BEGIN CERTIFICATE-----\nAA*A\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n",  # not a multiple of 4
+        b"-----BEGIN CERTIFICATE-----\n\n-----END CERTIFICATE-----\n",
+        b"-----END CERTIFICATE-----\nAAAA\n-----BEGIN CERTIFICATE-----\n",  # reversed
+        b"-----BEGIN CERTIFICATE-----\nAA\xc3\xa9A\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----\n",
+        b"-----BEGIN CERTIFICATE-----\n" + b"QUFB" * 6000 + b"\n-----END CERTIFICATE-----\n",
+    ],
+)
+def test_hook_refuses_malformed_certificate_files(
+    tmp_path: Path, hook: str, content: bytes
+) -> None:
+    """Refused before any request: nothing listens at the socket, the reason is the file."""
+    cert = tmp_path / "c.pem"
+    cert.write_bytes(content)
+    done = _hook("--socket", str(tmp_path / "none.sock"), str(cert), hook=hook)
+    assert done.returncode == 1, done.stderr
+    assert "no answer from the verify daemon" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--socket"],
+        ["--socket", "/x"],  # no certificate file
+        ["--socket", "/x", "a.pem", "b.pem"],
+        ["--socket", "/x", "--verbose", "a.pem"],
+        ["a.pem"],
+    ],
+)
+def test_hook_usage_errors(hook: str, args: list[str]) -> None:
+    assert _hook(*args, hook=hook).returncode == 2
+
+
+def test_hook_refuses_bad_identities(world: World, tmp_path: Path, hook: str) -> None:
+    ok = world.devices["ok"]
+    for identity in ("two words", "x" * 254, "caf\u00e9"):
+        done = _hook("--socket", str(tmp_path / "n.sock"), "--identity", identity, str(ok.cert),
+                     hook=hook)  # fmt: skip
+        assert done.returncode == 1 and "identity" in done.stderr, done.stderr
+
+
+def test_build_hook_command(tmp_path: Path) -> None:
+    from tests.conftest import require_binary
+
+    require_binary("cc", "gcc")
+    out = tmp_path / "bin" / "dance-eap-verify-c"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [DANCE, "eap-build-hook", "--output", str(out)], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert os.stat(out).st_mode & 0o777 == 0o755
+    assert subprocess.run([str(out)], capture_output=True, check=False).returncode == 2  # usage
+    bad = subprocess.run(
+        [DANCE, "eap-build-hook", "--output", str(tmp_path / "x"), "--cc", str(tmp_path / "no")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "cannot build the hook" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dance-eap-verify-c"]  # no temp left

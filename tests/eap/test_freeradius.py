@@ -1,9 +1,10 @@
 """Integration: a real FreeRADIUS 3.2 (EAP-TLS) checks each client certificate through dance.
 
-FreeRADIUS's ``verify { client = "dance-eap-verify --socket S --identity %{User-Name}
-%{TLS-Client-Cert-Filename}" }`` hook asks the verify daemon; ``eapol_test`` (wpa_supplicant's
-802.1X test client) is the device. Every refusal is an Access-Reject, counted by reason in the
-daemon, and FreeRADIUS keeps serving.
+FreeRADIUS's ``verify { client = "HOOK --socket S --identity %{User-Name}
+%{TLS-Client-Cert-Filename}" }`` asks the verify daemon, with HOOK either ``dance-eap-verify``
+(Python) or the C hook (``dance eap-build-hook``): every test runs with both. ``eapol_test``
+(wpa_supplicant's 802.1X test client) is the device. Every refusal is an Access-Reject, counted by
+reason in the daemon, and FreeRADIUS keeps serving.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,7 @@ from dance.testkit import Fault
 from dance.testkit.eapol import EapolResult, FreeRadius, eapol_test
 from dance.tlsa import make_record
 from tests.conftest import require_binary
-from tests.eap.common import BOGUS, OK1, DaemonThread, World
+from tests.eap.common import BOGUS, OK1, TWO, D, DaemonThread, World
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +46,24 @@ class Rig:
         return dict(self.daemon.daemon.stats.reasons)
 
 
-@pytest.fixture(scope="module")
-def rig(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def _verify(hook: list[str], sock: Path) -> list[str]:
+    return [*hook, "--socket", str(sock), "--identity", "%{User-Name}",
+            "%{TLS-Client-Cert-Filename}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["python-hook", "c-hook"])
+def rig(
+    request: pytest.FixtureRequest, world: World, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
     require_binary("freeradius", "radiusd")
     require_binary("eapol_test")
+    hook = HOOK if request.param == "python-hook" else [str(request.getfixturevalue("c_hook"))]
     d = tmp_path_factory.mktemp("radius")
     sock = d / "eap.sock"
     with DaemonThread(world, sock) as daemon:
         radius = FreeRadius(
             d / "raddb", world.server_cert_pem, world.server_key_pem, world.ca_pem,
-            verify_command=[*HOOK, "--socket", str(sock), "--identity", "%{User-Name}",
-                            "%{TLS-Client-Cert-Filename}"],
+            verify_command=_verify(hook, sock),
         )  # fmt: skip
         with radius:
             yield Rig(world, radius, daemon)
@@ -147,3 +156,84 @@ def test_freeradius_keeps_serving_after_refusals(rig: Rig) -> None:
         _refused(rig.auth(device), rig)
     _accepted(rig.auth("ok"), rig)
     assert rig.radius.alive()
+
+
+@pytest.mark.parametrize("kind", ["python-hook", "c-hook"])
+def test_no_daemon_is_refused(
+    kind: str, world: World, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Fail closed: the hook finds no daemon behind its socket, FreeRADIUS sends Access-Reject."""
+    require_binary("freeradius", "radiusd")
+    require_binary("eapol_test")
+    hook = HOOK if kind == "python-hook" else [str(request.getfixturevalue("c_hook"))]
+    radius = FreeRadius(
+        tmp_path / "raddb", world.server_cert_pem, world.server_key_pem, world.ca_pem,
+        verify_command=_verify(hook, tmp_path / "nobody.sock"),
+    )  # fmt: skip
+    with radius:
+        dev = world.devices["ok"]
+        result = eapol_test(
+            radius, identity=dev.name, client_cert=dev.cert, client_key=dev.key,
+            ca_cert=world.dir / "ca.pem", workdir=tmp_path,
+        )  # fmt: skip
+        assert not result.accepted and result.returncode != 0
+        log = radius.log_text()
+        assert "fails external verification" in log
+        assert "no answer from the verify daemon" in log
+        assert radius.alive()
+
+
+PROBE = """\
+import os
+import radiusd
+
+def authorize(p):
+    with open(os.path.join(os.path.dirname(__file__), "seen.txt"), "a") as f:
+        for k, v in p:
+            f.write(f"{k}\\t{v}\\t{os.path.exists(v) if k.endswith('Filename') else ''}\\n")
+    return radiusd.RLM_MODULE_OK
+"""
+
+
+def test_rlm_python3_in_check_eap_tls_sees_no_certificate(world: World, tmp_path: Path) -> None:
+    """Why dance has no rlm_python3 path (docs/eap.md): in FreeRADIUS 3.2.1 the ``check-eap-tls``
+    virtual server (the one place after the chain check) gets the certificate's names and dates
+    but neither the certificate nor its key, and the ``verify`` temporary file is written only
+    for the ``client`` command and unlinked when it returns. A DANE match needs the key."""
+    require_binary("freeradius", "radiusd")
+    require_binary("eapol_test")
+    if not Path("/usr/lib/freeradius/rlm_python3.so").exists():
+        require_binary("rlm_python3.so (Debian freeradius-python3)")
+    (tmp_path / "probe.py").write_text(PROBE)
+    radius = FreeRadius(
+        tmp_path / "raddb", world.server_cert_pem, world.server_key_pem, world.ca_pem,
+        verify_command=["/bin/true", "%{TLS-Client-Cert-Filename}"],
+        tls_extra="            virtual_server = check-eap-tls",
+        modules_extra=(
+            f'    python3 {{\n        python_path = "{tmp_path}"\n        module = probe\n'
+            "        mod_authorize = ${.module}\n        func_authorize = authorize\n    }\n"
+        ),
+        servers_extra=(
+            "server check-eap-tls {\n    authorize {\n        python3\n"
+            "        update config {\n            &Auth-Type := Accept\n        }\n    }\n}\n"
+        ),
+    )  # fmt: skip
+    with radius:
+        dev = world.devices["two"]
+        result = eapol_test(
+            radius, identity=dev.name, client_cert=dev.cert, client_key=dev.key,
+            ca_cert=world.dir / "ca.pem", workdir=tmp_path,
+        )  # fmt: skip
+        assert result.accepted, radius.log_text()[-3000:]
+    rows = [line.split("\t") for line in (tmp_path / "seen.txt").read_text().splitlines()]
+    seen = {(k, v) for k, v, _ in rows}
+    names = {k for k, _ in seen}
+    # the module runs, with the certificate's names (both SAN dNSNames) ...
+    assert ("TLS-Client-Cert-Subject-Alt-Name-Dns", TWO) in seen
+    assert ("TLS-Client-Cert-Subject-Alt-Name-Dns", f"sensor7.{D}") in seen
+    # ... but no certificate, no key, and no file to read
+    pem = dev.cert.read_text()
+    body = "".join(pem.splitlines()[1:-1])
+    assert not any(body[:40] in v or "BEGIN CERTIFICATE" in v for _, v in seen)
+    assert not any("Public-Key" in k or k.endswith(("-Der", "-Pem")) for k in names)
+    assert all(exists != "True" for k, _, exists in rows if k.endswith("Filename"))

@@ -78,6 +78,32 @@ def register(subparsers: Any) -> None:
     add_dns_options(p)
     p.set_defaults(func=cmd_eap_verify_daemon)
 
+    b = subparsers.add_parser(
+        "eap-build-hook",
+        help="compile the C EAP-TLS verify hook (dance-eap-verify without a Python start)",
+        description=(
+            "Compile dance's C verify hook: the same command line, protocol and exit statuses "
+            "as dance-eap-verify, for FreeRADIUS's 'verify { client = ... }', without starting "
+            "a Python interpreter per certificate check."
+        ),
+    )
+    b.add_argument("--output", required=True, metavar="PATH", help="the executable to write")
+    b.add_argument("--cc", metavar="COMPILER", help="C compiler (default: $CC, cc, gcc)")
+    b.set_defaults(func=cmd_eap_build_hook)
+
+
+def cmd_eap_build_hook(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dance.eap.native import HookBuildError, build_hook
+
+    try:
+        out = build_hook(Path(args.output), cc=args.cc)
+    except HookBuildError as exc:
+        raise UsageError(str(exc)) from None
+    print(out)
+    return EXIT_OK
+
 
 def cmd_eap_verify_daemon(args: argparse.Namespace) -> int:
     import signal

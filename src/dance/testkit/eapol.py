@@ -117,8 +117,10 @@ modules {{
         }}
         tls {{
             tls = tls-common
+{tls_extra}
         }}
     }}
+{modules_extra}
 }}
 instantiate {{
 }}
@@ -142,6 +144,7 @@ server default {{
         }}
     }}
 }}
+{servers_extra}
 """
 
 
@@ -157,6 +160,11 @@ class FreeRadius:
     fragment_size: int = 1024
     tls_max: str = "1.2"
     port: int = 0
+    # raw configuration text: inside the eap module's ``tls { }`` (e.g. ``virtual_server = X``),
+    # more modules (e.g. a ``python3 { }`` instance) and more ``server X { }`` sections
+    tls_extra: str = ""
+    modules_extra: str = ""
+    servers_extra: str = ""
     proc: subprocess.Popen[Any] | None = field(default=None, repr=False)
 
     @property
@@ -200,6 +208,9 @@ class FreeRadius:
                 fragment_size=self.fragment_size,
                 tls_max=self.tls_max,
                 verify=verify,
+                tls_extra=self.tls_extra,
+                modules_extra=self.modules_extra,
+                servers_extra=self.servers_extra,
             )
         )
 

@@ -1,4 +1,4 @@
-"""Proposed `make demo` step: MQTT devices behind DANCE (architecture Example 4).
+"""`make demo` part I: MQTT devices behind DANCE (architecture Example 4).
 
     from dance.demo.mqtt import run_mqtt
     good &= run_mqtt(out, now) == 0

@@ -35,3 +35,15 @@ def test_demo_part_skipped_without_slapd(monkeypatch: pytest.MonkeyPatch) -> Non
     assert run_ldap(out) == 0
     assert "(skipped: slapd is not installed; apt-get install slapd)" in out.getvalue()
     assert "  ok " not in out.getvalue()
+
+
+def test_demo_part_skipped_without_the_ldap_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ldap3" else real(name, *a)
+    )
+    out = io.StringIO()
+    assert run_ldap(out) == 0
+    assert "(skipped: install dance-dane[ldap] (ldap3))" in out.getvalue()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -115,8 +116,9 @@ def _run(d: Path, now: datetime.datetime, out: TextIO) -> int:
             async with VerifyDaemon(config, resolver) as daemon:
                 try:
                     await asyncio.to_thread(radius.start)
-                except RuntimeError as exc:
-                    line(False, "FreeRADIUS starts", str(exc).splitlines()[0])
+                except (RuntimeError, OSError, ValueError) as exc:
+                    radius.stop()
+                    line(False, "FreeRADIUS starts", (str(exc).splitlines() or [""])[0])
                     return
                 try:
                     for label, name, device, expect in (
@@ -124,10 +126,15 @@ def _run(d: Path, now: datetime.datetime, out: TextIO) -> int:
                         ("sensor2, its name publishes another key", WRONG, "wrong", False),
                     ):
                         before = dict(daemon.stats.reasons)
-                        result = await asyncio.to_thread(
-                            eapol_test, radius, identity=name, client_cert=d / f"{device}.pem",
-                            client_key=d / f"{device}.key", ca_cert=d / "ca.pem", workdir=d,
-                        )  # fmt: skip
+                        try:
+                            result = await asyncio.to_thread(
+                                eapol_test, radius, identity=name,
+                                client_cert=d / f"{device}.pem", client_key=d / f"{device}.key",
+                                ca_cert=d / "ca.pem", workdir=d,
+                            )  # fmt: skip
+                        except (OSError, subprocess.SubprocessError) as exc:
+                            line(False, label, f"eapol_test failed: {exc}")
+                            continue
                         reasons = [
                             k for k, v in daemon.stats.reasons.items() if v > before.get(k, 0)
                         ]

@@ -75,6 +75,18 @@ def _have_slapd() -> bool:
 
 def run_ldap(out: TextIO, now: datetime.datetime | None = None) -> int:
     """Run the LDAP scenario, one line per case; 0 when every case went as expected."""
+    import importlib.util
+
+    now = now or datetime.datetime.now(datetime.UTC)
+    out.write("\ndance demo, part J: LDAP binds of domain users, `dance ldap-proxy` + slapd\n\n")
+    missing = [m for m in ("ldap3", "pyasn1") if importlib.util.find_spec(m) is None]
+    if missing:
+        out.write(f"  (skipped: install dance-dane[ldap] ({', '.join(missing)}))\n")
+        return 0
+    if not _have_slapd():
+        out.write("  (skipped: slapd is not installed; apt-get install slapd)\n")
+        return 0
+
     from dance.auth import Authenticator
     from dance.dns import TLSAResolver, TrustAnchors
     from dance.ldap import LDAPProxyConfig, start_ldap_proxy
@@ -82,11 +94,6 @@ def run_ldap(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.testkit.slapd import Slapd, directory_ldif, person, slapd_conf
     from dance.tls import BridgeError, client_context
 
-    now = now or datetime.datetime.now(datetime.UTC)
-    out.write("\ndance demo, part J: LDAP binds of domain users, `dance ldap-proxy` + slapd\n\n")
-    if not _have_slapd():
-        out.write("  (skipped: slapd is not installed; apt-get install slapd)\n")
-        return 0
     with tempfile.TemporaryDirectory(prefix="dance-demo-ldap-") as tmp:
         d = Path(tmp)
         server_ca_key = certs.generate_key("ec-p256")

@@ -4,11 +4,7 @@ CAs at ``_user.<domain>``, and the DANCE LDAP front in a thread (LDAPS and Start
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +18,7 @@ from dance.auth import Authenticator
 from dance.dns import TLSAResolver, TrustAnchors
 from dance.ldap import LDAPProxy, LDAPProxyConfig, start_ldap_proxy
 from dance.testkit import Hierarchy, ServerThread
+from dance.testkit.slapd import Slapd, directory_ldif, person, slapd_conf
 from tests.conftest import require_binary
 from tests.pki import key
 from tests.tls.common import NOW
@@ -39,120 +36,36 @@ def user_dn(uid: str) -> str:
     return f"uid={uid},ou=people,{BASE}"
 
 
-def slapd_conf(d: Path) -> str:
-    """slapd.conf: the proxy's peer credentials map to PROXY_DN, whose authzTo covers the
-    people of BASE only; u:uid@example.test maps to uid=uid,ou=people,BASE."""
-    uid, gid = os.getuid(), os.getgid()
-    return f"""include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-modulepath /usr/lib/ldap
-moduleload back_mdb
-pidfile {d}/slapd.pid
-authz-policy to
-authz-regexp "^gidNumber={gid}\\\\+uidNumber={uid},cn=peercred,cn=external,cn=auth$" "{PROXY_DN}"
-authz-regexp "^uid=([^,@]+)@example\\\\.test,cn=external,cn=auth$" "uid=$1,ou=people,{BASE}"
-database mdb
-suffix "{BASE}"
-rootdn "cn=admin,{BASE}"
-directory {d}/db
-maxsize 10485760
-access to attrs=authzTo by * auth
-access to dn.subtree="ou=people,{BASE}" by self read by dn.exact="{user_dn("carol")}" read by * none
+CAROL_READS = f'by dn.exact="{user_dn("carol")}" read'
+ACCESS = f"""access to attrs=authzTo by * auth
+access to dn.subtree="ou=people,{{base}}" by self read {CAROL_READS} by * none
 access to * by * read
-"""
+"""  # people read their own entry, carol everyone's
 
-
-BASE_LDIF = f"""dn: {BASE}
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: {PROXY_DN}
-objectClass: applicationProcess
-cn: dance-proxy
-authzTo: dn.regex:^uid=[^,]+,ou=people,{BASE.replace(",", ",")}$
-
-dn: ou=people,{BASE}
-objectClass: organizationalUnit
-ou: people
-
-dn: {user_dn("alice")}
-objectClass: inetOrgPerson
-uid: alice
-cn: Alice
-sn: A
-mail: alice@example.test
-authzTo: dn.exact:{user_dn("bob")}
-
-dn: {user_dn("bob")}
-objectClass: inetOrgPerson
-uid: bob
-cn: Bob
-sn: B
-mail: bob@example.test
-
-dn: {user_dn("carol")}
-objectClass: inetOrgPerson
-uid: carol
-cn: Carol
-sn: C
-mail: carol@example.test
-"""
-
-
-@dataclass
-class Slapd:
-    dir: Path
-    socket: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def uri(self) -> str:
-        return "ldapi://" + str(self.socket).replace("/", "%2F")
-
-    def log(self) -> str:
-        return (self.dir / "slapd.log").read_text(errors="replace")
+PEOPLE = [
+    person("alice", f"mail: alice@{DOMAIN}\nauthzTo: dn.exact:{user_dn('bob')}\n"),
+    person("bob", f"mail: bob@{DOMAIN}\n"),
+    person("carol", f"mail: carol@{DOMAIN}\n"),
+]
 
 
 @pytest.fixture(scope="package")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    binary = require_binary("slapd")
-    slapadd = shutil.which("slapadd") or "/usr/sbin/slapadd"
+    """slapd (dance.testkit.slapd): the proxy's peer credentials map to PROXY_DN, whose authzTo
+    covers the people of BASE only; u:uid@example.test maps to uid=uid,ou=people,BASE."""
+    require_binary("slapd")
+    require_binary("slapadd")
     d = tmp_path_factory.mktemp("slapd")
-    (d / "db").mkdir()
-    (d / "slapd.conf").write_text(slapd_conf(d))
-    (d / "base.ldif").write_text(BASE_LDIF)
-    subprocess.run(
-        [slapadd, "-f", str(d / "slapd.conf"), "-l", str(d / "base.ldif")],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    sock = d / "ldapi"
-    uri = "ldapi://" + str(sock).replace("/", "%2F")
-    with (d / "slapd.log").open("wb") as out:
-        process = subprocess.Popen(
-            [binary, "-f", str(d / "slapd.conf"), "-h", uri, "-d", "256"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while not sock.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    if not sock.exists():
-        process.kill()
-        pytest.fail(f"slapd did not start: {(d / 'slapd.log').read_text()[-2000:]}")
+    conf = slapd_conf(d, base=BASE, domain=DOMAIN, proxy_dn=PROXY_DN, access=ACCESS)
+    server = Slapd(d, conf, directory_ldif(BASE, PROXY_DN, PEOPLE))
     try:
-        yield Slapd(d, sock, process)
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        server.stop()
 
 
 @dataclass

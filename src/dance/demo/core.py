@@ -52,6 +52,12 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.demo.mqtt import run_mqtt
 
     good &= run_mqtt(out, now) == 0
+    from dance.demo.ldap import run_ldap
+
+    good &= run_ldap(out, now) == 0
+    from dance.demo.eap import run_eap
+
+    good &= run_eap(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

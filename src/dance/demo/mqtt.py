@@ -1,4 +1,4 @@
-"""Proposed `make demo` step: MQTT devices behind DANCE (architecture Example 4).
+"""`make demo` part I: MQTT devices behind DANCE (architecture Example 4).
 
     from dance.demo.mqtt import run_mqtt
     good &= run_mqtt(out, now) == 0
@@ -8,7 +8,11 @@ A real Mosquitto (Debian package ``mosquitto``) on a free loopback port, with th
 server thread. Device ``sensor7._device.example.test`` publishes on its own topic (delivered),
 forges another username and publishes on that device's topic (PUBACK 0x87, not delivered); the
 same name with the wrong key, a name outside the allow-list and a first packet that is not a
-CONNECT are refused and Mosquitto never sees them. Without Mosquitto the part says so and passes.
+CONNECT are refused and Mosquitto never sees them. The device authenticates the front by DANE,
+as `dance connect` does (`dance.tls.dane.server_policy`, policy ``dane``, no CA): the front's key
+is published at ``_PORT._tcp.mqtt.example.test`` once it listens, and a server with another key
+on the path (traffic redirected) is refused by the device before any MQTT byte. Without
+Mosquitto the part says so and passes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = ["run_mqtt"]
 DEVICE = "sensor7._device.example.test"
 OTHER = "sensor9._device.example.test"
 OUTSIDER = "sensor7._device.evil.test"
+FRONT = "mqtt.example.test"  # the front's name: its key at _PORT._tcp.mqtt.example.test
 
 
 def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
@@ -79,12 +84,44 @@ class _Session:
         self.writer.close()
 
 
+class _Device:
+    """How a device reaches the front: its TLS context (PKIX off) and, per connection, the
+    front's TLSA records looked up and checked as `dance connect` does (policy ``dane``)."""
+
+    def __init__(self, resolver: Any, port: int, make_context: Any) -> None:
+        self.resolver, self.port, self.make_context = resolver, port, make_context
+
+    async def connect(
+        self, files: tuple[str, str], name: str, port: int | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TLS connection to ``port`` (default: the front's) presenting ``files`` as ``name``,
+        the server checked against the front's records; raises `ServerRejected` (nothing sent)
+        when the server is not the one published."""
+        from dance.tls import connect
+        from dance.tls.dane import server_policy
+
+        check, pkix = await server_policy(self.resolver, FRONT, self.port, policy="dane")
+        assert check is not None and not pkix
+        return await connect(
+            "127.0.0.1", port or self.port, context=self.make_context(files, name),
+            server_hostname=FRONT, server_check=check,
+        )  # fmt: skip
+
+
 async def _open(
-    port: int, context: ssl.SSLContext | None, username: str | None, password: bytes | None
+    port: int,
+    device: _Device | None,
+    username: str | None,
+    password: bytes | None,
+    files: tuple[str, str] | None = None,
+    name: str = "",
 ) -> tuple[_Session, int]:
-    """A session and its CONNACK reason code (raises when the connection is closed)."""
-    kw: dict[str, Any] = {"ssl": context, "server_hostname": "localhost"} if context else {}
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, **kw)
+    """A session and its CONNACK reason code (raises when the connection is closed); through
+    the front as ``device`` presenting ``files`` as ``name``, or straight to the broker."""
+    if device is not None and files is not None:
+        reader, writer = await device.connect(files, name)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
     s = _Session(reader, writer)
     await s.send(
         encode_connect(
@@ -130,26 +167,22 @@ def run_mqtt(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.auth import Authenticator
     from dance.dns import TLSAResolver, TrustAnchors
     from dance.mqtt import MQTTProxyConfig, start_mqtt_proxy
-    from dance.mqtt.client import device_context
     from dance.testkit import Hierarchy, ServerThread
-    from dance.tls import BridgeError
+    from dance.tls import BridgeError, client_context
 
     now = now or datetime.datetime.now(datetime.UTC)
-    out.write("\ndance demo: MQTT devices behind DANCE, `dance mqtt-proxy` + Mosquitto\n\n")
+    out.write("\ndance demo, part I: MQTT devices behind DANCE, `dance mqtt-proxy` + Mosquitto\n\n")
     mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
     if mosquitto is None:
         out.write("  (skipped: mosquitto is not installed; apt-get install mosquitto)\n")
         return 0
     with tempfile.TemporaryDirectory(prefix="dance-demo-mqtt-") as tmp:
         d = Path(tmp)
-        ca_key = certs.generate_key("ec-p256")
-        ca = certs.new_ca(ca_key, "Demo server CA", now=now)
         s_key = certs.generate_key("ec-p256")
-        s_cert = certs.issue_certificate(
-            ca, ca_key, s_key.public_key(), dns_names=["localhost"], now=now, client_auth=False
-        )
-        (d / "ca.pem").write_bytes(certs.certificate_pem(ca))
+        s_cert = certs.self_signed(s_key, FRONT, now=now)  # no CA: its key is in DNS
         server = _write(d, "server", s_cert, s_key)
+        mitm_key = certs.generate_key("ec-p256")
+        mitm = _write(d, "mitm", certs.self_signed(mitm_key, FRONT, now=now), mitm_key)
         dev_key = certs.generate_key("ec-p256")
         dev_cert = certs.self_signed(dev_key, DEVICE, now=now)
         device = _write(d, "device", dev_cert, dev_key)
@@ -157,19 +190,18 @@ def run_mqtt(out: TextIO, now: datetime.datetime | None = None) -> int:
         impostor = _write(d, "impostor", certs.self_signed(other_key, DEVICE, now=now), other_key)
         outsider = _write(d, "outsider", certs.self_signed(dev_key, OUTSIDER, now=now), dev_key)
         zones = Hierarchy("test.", ttl=60)
-        zones.child("example.test.")
+        example = zones.child("example.test.")
         devices = zones.child("_device.example.test.")
         devices.add("sensor7", "TLSA", make_record(dev_cert).to_text())
         zones.sign(algorithm=13, denial="nsec3")
         anchors = TrustAnchors.from_text(zones.export_trust_anchor())
         out.write(f"   {make_record(dev_cert).to_zone_line(DEVICE, 60)}\n")
         out.write("   mosquitto ACL: pattern readwrite devices/%u/#\n")
-        out.write(
-            "   mqtt-proxy: --allow ._device.example.test --broker <mosquitto on loopback>\n\n"
-        )
+        out.write("   mqtt-proxy: --allow ._device.example.test --broker <mosquitto on loopback>\n")
 
         def ctx(files: tuple[str, str], name: str) -> ssl.SSLContext:
-            return device_context(name=name, cert=files[0], key=files[1], cafile=str(d / "ca.pem"))
+            # PKIX off: the front is authenticated by its TLSA records (server_check)
+            return client_context(name=name, cert=files[0], key=files[1], verify_server=False)
 
         broker, broker_port = _start_broker(mosquitto, d)
 
@@ -193,17 +225,22 @@ def run_mqtt(out: TextIO, now: datetime.datetime | None = None) -> int:
                             authenticator=Authenticator(resolver, allow=["._device.example.test"]),
                         )
                         async with front:
-                            return await _cases(
-                                front.port,
-                                broker_port,
-                                relay,
-                                ctx,
-                                device,
-                                impostor,
-                                outsider,
-                                broker_connections,
-                                out,
+                            # the front listens: its key is published at _PORT._tcp.FRONT
+                            record = make_record(s_cert)
+                            example.add(f"_{front.port}._tcp.mqtt", "TLSA", record.to_text())
+                            zones.sign(algorithm=13, denial="nsec3")
+                            owner = f"_{front.port}._tcp.{FRONT}"
+                            out.write(f"   {record.to_zone_line(owner, 60)[:92]}...\n")
+                            out.write(
+                                "   devices authenticate the front by DANE "
+                                "(as `dance connect --server-auth dane`), no CA\n\n"
                             )
+                            dev = _Device(resolver, front.port, ctx)
+                            ok = await _cases(
+                                dev, broker_port, relay, device, impostor, outsider,
+                                broker_connections, out,
+                            )  # fmt: skip
+                            return ok & await _mitm(dev, device, mitm, out)
 
                 good = asyncio.run(scenario())
         except BridgeError as exc:
@@ -215,29 +252,75 @@ def run_mqtt(out: TextIO, now: datetime.datetime | None = None) -> int:
     return 0 if good else 1
 
 
+def _line(out: TextIO, good: bool, label: str, verdict: str) -> bool:
+    out.write(f"  {'ok ' if good else 'BAD'} {label:<44} {verdict}\n")
+    return good
+
+
+async def _mitm(dev: _Device, device: tuple[str, str], mitm: tuple[str, str], out: TextIO) -> bool:
+    """A TLS server with another key where the device expects the front (traffic redirected):
+    the device refuses it after the handshake and sends it nothing."""
+    from dance.tls import ServerRejected
+
+    received = bytearray()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            received.extend(await asyncio.wait_for(reader.read(65536), 10))
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(*mitm)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    verdict, refused = "", False
+    try:
+        async with server:
+            try:
+                _, writer = await dev.connect(device, DEVICE, port)
+                writer.write(
+                    encode_connect(
+                        Connect(level=5, clean_start=True, keep_alive=30, client_id="demo")
+                    )
+                )
+                writer.close()
+                verdict = "connected: the device would have sent its CONNECT"
+            except ServerRejected as exc:
+                refused = True
+                verdict = f"REFUSED by the device: {str(exc).split(' (')[0]}"
+            await asyncio.sleep(0.1)
+    except (OSError, ssl.SSLError) as exc:
+        verdict = f"failed: {exc!r}"
+    verdict += f"; MQTT bytes sent: {len(received)}"
+    return _line(out, refused and not received, "a server with another key on the path", verdict)
+
+
 async def _cases(
-    port: int,
+    dev: _Device,
     broker_port: int,
     relay: Any,
-    ctx: Any,
     device: Any,
     impostor: Any,
     outsider: Any,
     broker_connections: Any,
     out: TextIO,
 ) -> bool:
+    from dance.tls import ServerRejected
+
     ok = True
 
     def line(good: bool, label: str, verdict: str) -> None:
         nonlocal ok
-        out.write(f"  {'ok ' if good else 'BAD'} {label:<44} {verdict}\n")
-        ok &= good
+        ok &= _line(out, good, label, verdict)
 
     monitor, rc = await _open(broker_port, None, "monitor", None)
     await monitor.send(_subscribe("devices/#"))
     await monitor.packet()  # SUBACK
     try:
-        s, rc = await _open(port, ctx(device, DEVICE), None, None)
+        s, rc = await _open(0, dev, None, None, device, DEVICE)
         await s.send(_publish(f"devices/{DEVICE}/temp", b"21.5", 1))
         puback = await s.packet()
         got = await monitor.packet()
@@ -245,7 +328,7 @@ async def _cases(
         line(good, "sensor7 publishes on devices/sensor7/temp", "DELIVERED to the subscriber")
         s.close()
 
-        s, rc = await _open(port, ctx(device, DEVICE), OTHER, b"stolen")
+        s, rc = await _open(0, dev, OTHER, b"stolen", device, DEVICE)
         await s.send(_publish(f"devices/{OTHER}/temp", b"forged", 2))
         puback = await s.packet()
         code = puback.body[2] if len(puback.body) > 2 else 0
@@ -272,14 +355,14 @@ async def _cases(
         refused = False
         try:
             if first is None:
-                await _open(port, ctx(files, name), None, None)
+                await _open(0, dev, None, None, files, name)
             else:
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, ssl=ctx(files, name), server_hostname="localhost"
-                )
+                reader, writer = await dev.connect(files, name)
                 writer.write(first)
                 refused = await asyncio.wait_for(reader.read(100), 10) == b""
                 writer.close()
+        except ServerRejected as exc:  # the device refused the front: not what this case shows
+            out.write(f"      the front was not authenticated: {exc}\n")
         except (OSError, ssl.SSLError, ConnectionError, TimeoutError):
             refused = True
         await asyncio.sleep(0.2)

@@ -222,6 +222,40 @@ def test_inflight_deduplication() -> None:
     assert resolver.stats()["deduplicated_lookups"] == 49
 
 
+def test_old_inflight_lookup_is_not_joined() -> None:
+    """A lookup that starts after a query has been out longer than the join window (a lost
+    answer, a DNS fault that has since ended) sends its own queries instead of inheriting the
+    old one's wait (the soak's recovery after a silent DNS server)."""
+    w = build_world()
+    first = True
+
+    def delay(q: Msg) -> float:
+        nonlocal first
+        if first:  # the first query's answer is slow (lost and late)
+            first = False
+            return 3.0
+        return 0.0
+
+    transport = MemoryTransport(w.server, delay=delay)
+    resolver = w.resolver(transport=transport, timeout=2.0)  # join window 0.5 s
+    done: list[str] = []
+
+    async def lookup(label: str, wait: float) -> LookupResult:
+        await asyncio.sleep(wait)
+        result = await resolver.lookup_tlsa("sensor7._device.example.test")
+        done.append(label)
+        return result
+
+    async def go() -> list[LookupResult]:
+        return await asyncio.gather(lookup("stuck", 0), lookup("joins", 0.1), lookup("fresh", 0.8))
+
+    results = asyncio.run(go())
+    assert all(r.outcome is Outcome.SECURE for r in results)
+    assert done.index("fresh") < done.index("stuck"), done  # not behind the old query
+    assert done.index("joins") > done.index("fresh"), done  # a young one is still joined
+    assert resolver.stats()["deduplicated_lookups"] == 1
+
+
 def test_query_deduplication_across_names() -> None:
     w = build_world()
     transport = MemoryTransport(w.server, delay=lambda q: 0.01)

@@ -195,9 +195,14 @@ class TLSAResolver:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._decisions: TTLCache[str, LookupResult] = TTLCache(self.cache_config.max_entries)
         self._zones: TTLCache[dns.name.Name, _ZoneEntry] = TTLCache(self.cache_config.max_zones)
-        self._inflight: dict[str, asyncio.Future[LookupResult]] = {}
-        self._inflight_queries: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]]
-        self._inflight_queries = {}
+        # lookups and queries in flight, with when they started: a new lookup joins one only
+        # while it is young (`_join_window`); an older one is probably waiting out a lost
+        # answer, and after a DNS fault ends new clients must not inherit its timeout
+        self._inflight: dict[str, tuple[asyncio.Future[LookupResult], float]] = {}
+        self._inflight_queries: dict[
+            tuple[dns.name.Name, int], tuple[asyncio.Future[dns.message.Message], float]
+        ] = {}
+        self._join_window = max(0.25, timeout / 4)
         self._counters: dict[str, int] = {
             "lookups": 0,
             "queries": 0,
@@ -239,12 +244,21 @@ class TLSAResolver:
             if hit is not None:
                 return _with_ttl(hit[0], hit[1] - now)
         self._bind_loop()
-        fut = self._inflight.get(ckey)
-        if fut is None:
-            fut = asyncio.ensure_future(self._lookup_and_cache(qname, qtype, canonical, ckey))
-            self._inflight[ckey] = fut
-            fut.add_done_callback(lambda _f: self._inflight.pop(ckey, None))
+        started = time.monotonic()
+        entry = self._inflight.get(ckey)
+        if entry is None or started - entry[1] > self._join_window:
+            fut: asyncio.Future[LookupResult] = asyncio.ensure_future(
+                self._lookup_and_cache(qname, qtype, canonical, ckey)
+            )
+            self._inflight[ckey] = (fut, started)
+
+            def forget(f: asyncio.Future[LookupResult]) -> None:
+                if self._inflight.get(ckey, (None,))[0] is f:
+                    del self._inflight[ckey]
+
+            fut.add_done_callback(forget)
         else:
+            fut = entry[0]
             self._counters["deduplicated_lookups"] += 1
         return await asyncio.shield(fut)
 
@@ -576,18 +590,23 @@ class TLSAResolver:
         if ctx.queries > self.limits.max_queries:
             raise Stop(Outcome.BOGUS, Reason.TOO_MANY_QUERIES)
         key = (qname, rdtype)
-        fut = self._inflight_queries.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(self._send(qname, rdtype))
-            self._inflight_queries[key] = fut
+        started = time.monotonic()
+        entry = self._inflight_queries.get(key)
+        if entry is None or started - entry[1] > self._join_window:
+            fut: asyncio.Future[dns.message.Message] = asyncio.ensure_future(
+                self._send(qname, rdtype)
+            )
+            self._inflight_queries[key] = (fut, started)
 
             def done(f: asyncio.Future[dns.message.Message]) -> None:
-                self._inflight_queries.pop(key, None)
+                if self._inflight_queries.get(key, (None,))[0] is f:
+                    del self._inflight_queries[key]
                 if not f.cancelled():
                     f.exception()  # retrieved: every waiter may have gone away
 
             fut.add_done_callback(done)
         else:
+            fut = entry[0]
             self._counters["deduplicated_queries"] += 1
         return await asyncio.shield(fut)
 

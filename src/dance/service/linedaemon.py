@@ -31,7 +31,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from dance.dns import TLSAResolver
 
@@ -141,7 +141,7 @@ class LineDaemon:
         assert self._server is not None
         await self._server.serve_forever()
 
-    async def __aenter__(self) -> LineDaemon:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

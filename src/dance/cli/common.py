@@ -6,10 +6,13 @@ Exit codes: 0 success, 1 a negative verdict (rejected, bogus), 2 unusable input 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -337,3 +340,88 @@ def observe_service(
         return observe(args, service, sources, readiness)
     except ServiceOptionError as exc:
         raise UsageError(str(exc)) from None
+
+
+log = logging.getLogger(__name__)
+
+#: what a refused reload may raise (the old configuration then stays)
+RELOAD_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, OSError)
+
+
+async def run_service(
+    command: str,
+    args: argparse.Namespace,
+    resolver: TLSAResolver,
+    *,
+    reload: Callable[[TLSAResolver], None] | None,
+    shutdown: Callable[[], Awaitable[int]],
+    announce: Callable[[], None] = lambda: None,
+) -> None:
+    """The life of a service command once it listens, the same for every one: SIGTERM and SIGINT
+    stop it (``shutdown`` drains and returns how many connections were cut at the deadline),
+    SIGHUP reloads all or nothing. ``reload(new_resolver)`` gets a resolver made from the
+    options again (new trust anchors) and applies the rest (certificate, key, allow-list) or
+    raises one of RELOAD_ERRORS (or ssl.SSLError), in which case nothing changes. A resolver
+    replaced by a reload is closed once the lookups still using it are over; every resolver is
+    closed at the end. ``announce`` prints the listening line once the signals are handled
+    (whoever waits for that line may signal at once)."""
+    import ssl
+
+    errors: tuple[type[BaseException], ...] = (*RELOAD_ERRORS, ssl.SSLError)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    resolvers = [resolver]
+    closing: set[asyncio.Task[None]] = set()
+    grace = float(getattr(args, "lookup_timeout", getattr(args, "deadline", 5.0))) + 1.0
+
+    def close_later(old: TLSAResolver, delay: float) -> None:
+        async def close() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(Exception):
+                await old.aclose()
+
+        task = loop.create_task(close())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    def refused(exc: BaseException) -> None:
+        log.error("reload refused (the previous configuration stays): %s", exc)
+        print(f"dance {command}: reload refused, configuration unchanged: {exc}", flush=True)
+
+    def on_hup() -> None:
+        assert reload is not None
+        try:
+            new = make_resolver(args)
+        except errors as exc:
+            refused(exc)
+            return
+        try:
+            reload(new)
+        except errors as exc:
+            close_later(new, 0.0)
+            refused(exc)
+            return
+        close_later(resolvers.pop(), grace)  # lookups still using it end first
+        resolvers.append(new)
+        log.info("configuration reloaded")
+        print(f"dance {command}: configuration reloaded", flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        announce()
+        await stop.wait()
+        cut = await shutdown()
+        print(f"dance {command}: stopped ({cut} connection(s) cut at the deadline)", flush=True)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # the process is ending: a repeated signal
+            signal.signal(sig, signal.SIG_IGN)  # must not turn exit 0 into death by signal
+        for task in closing:
+            task.cancel()
+        for res in resolvers:
+            with contextlib.suppress(Exception):
+                await res.aclose()

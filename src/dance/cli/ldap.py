@@ -18,6 +18,7 @@ from dance.cli.common import (
     make_resolver,
     observe_service,
     require_limits,
+    run_service,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
@@ -105,7 +106,6 @@ def _ca_hints(files: list[str]) -> list[bytes]:
 
 
 def cmd_ldap_proxy(args: argparse.Namespace) -> int:
-    import signal
 
     from dance.auth import AllowList, Authenticator
     from dance.tls import BridgeError
@@ -196,55 +196,43 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot start: {exc}") from None
         current["proxy"] = proxy
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
 
-        def reload() -> None:
-            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            try:
-                new_auth = Authenticator(
-                    make_resolver(args), allow=AllowList.parse(_allow_entries(args))
-                )
-                proxy.core.reload(
-                    cert=args.cert,
-                    key=args.key,
-                    authenticator=new_auth,
-                    client_ca_names=_ca_hints(args.ca_hint),
-                )
-            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
-                log.error("reload refused (the previous configuration stays): %s", exc)
-                print(f"dance ldap-proxy: reload refused, configuration unchanged: {exc}",
-                      flush=True)  # fmt: skip
-                return
-            current["auth"] = new_auth
-            print("dance ldap-proxy: configuration reloaded", flush=True)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        where = {
-            "ldaps": f"{host}:{proxy.core.port}" if ldaps else None,
-            "starttls": f"{host}:{proxy.starttls_port}" if plain else None,
-            "ldapi": args.ldapi,
-        }
-        if args.json:
-            print(json.dumps(where), flush=True)
-        else:
-            print(
-                f"dance ldap-proxy: LDAPS {where['ldaps'] or 'off'}, StartTLS "
-                f"{where['starttls'] or 'off'}, slapd {args.ldapi}",
-                flush=True,
+        def reload(new_resolver: Any) -> None:
+            """SIGHUP: certificate, key, CA hints, allow-list and trust anchors, or nothing."""
+            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            proxy.core.reload(
+                cert=args.cert,
+                key=args.key,
+                authenticator=new_auth,
+                client_ca_names=_ca_hints(args.ca_hint),
             )
+            current["auth"] = new_auth
+
+        def announce() -> None:
+            where = {
+                "ldaps": f"{host}:{proxy.core.port}" if ldaps else None,
+                "starttls": f"{host}:{proxy.starttls_port}" if plain else None,
+                "ldapi": args.ldapi,
+            }
+            if args.json:
+                print(json.dumps(where), flush=True)
+            else:
+                print(
+                    f"dance ldap-proxy: LDAPS {where['ldaps'] or 'off'}, StartTLS "
+                    f"{where['starttls'] or 'off'}, slapd {args.ldapi}",
+                    flush=True,
+                )
+
         try:
-            await stop.wait()
-            cut = await proxy.shutdown(args.drain_timeout)
-            print(f"dance ldap-proxy: stopped ({cut} connection(s) cut at the deadline)",
-                  flush=True)  # fmt: skip
+            await run_service(
+                "ldap-proxy",
+                args,
+                resolver,
+                reload=reload,
+                shutdown=lambda: proxy.shutdown(args.drain_timeout),
+                announce=announce,
+            )
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            with contextlib.suppress(Exception):
-                await resolver.aclose()
             log.info("tls stats: %s", proxy.core.stats.snapshot())
             log.info("ldap stats: %s", proxy.stats.snapshot())
 

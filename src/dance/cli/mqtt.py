@@ -17,6 +17,7 @@ from dance.cli.common import (
     observe_service,
     parse_hostport,
     require_limits,
+    run_service,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
@@ -90,7 +91,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
-    import signal
     import ssl
 
     from dance.auth import AllowList, Authenticator
@@ -159,8 +159,6 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
     async def run(
         resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
     ) -> None:
-        resolvers: list[TLSAResolver] = [resolver]
-        closing: set[asyncio.Task[None]] = set()
         try:
             server, proxy = await start_mqtt_proxy(
                 listen[0],
@@ -186,65 +184,39 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot start: {exc}") from None
         current["tls"], current["mqtt"] = server.stats, proxy
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
 
-        async def close_later(old: TLSAResolver) -> None:
-            await asyncio.sleep(args.lookup_timeout + 1)  # lookups still using it end first
-            await old.aclose()
-
-        def reload() -> None:
+        def reload(new_resolver: TLSAResolver) -> None:
             """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            try:
-                new_allow = AllowList.parse(_allow_entries(args))
-                new_resolver = make_resolver(args)
-                new_auth = Authenticator(new_resolver, allow=new_allow)
-                server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
-            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
-                log.error("reload refused (the previous configuration stays): %s", exc)
-                print(f"dance mqtt-proxy: reload refused, configuration unchanged: {exc}",
-                      flush=True)  # fmt: skip
-                return
+            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
             current["auth"] = new_auth
-            task = loop.create_task(close_later(resolvers[-1]))
-            closing.add(task)
-            task.add_done_callback(closing.discard)
-            resolvers.append(new_resolver)
-            log.info("configuration reloaded")
-            print("dance mqtt-proxy: configuration reloaded", flush=True)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        where = f"{server.host}:{server.port}"
-        if index == 0 and args.json:  # one announcement, not one per worker
-            print(
-                json.dumps({"listening": where, "broker": f"{broker[0]}:{broker[1]}"}), flush=True
-            )
-        elif index == 0:
-            print(
-                f"dance mqtt-proxy: listening on {where}, broker {broker[0]}:{broker[1]}",
-                flush=True,
-            )
-        try:
-            await stop.wait()
+        def announce() -> None:
+            where = f"{server.host}:{server.port}"
+            if index == 0 and args.json:  # one announcement, not one per worker
+                print(
+                    json.dumps({"listening": where, "broker": f"{broker[0]}:{broker[1]}"}),
+                    flush=True,
+                )
+            elif index == 0:
+                print(
+                    f"dance mqtt-proxy: listening on {where}, broker {broker[0]}:{broker[1]}",
+                    flush=True,
+                )
+
+        async def shutdown() -> int:
             log.info(
                 "stopping: %d connection(s) get up to %g s to finish",
                 server.connections,
                 args.drain_timeout,
             )
-            cut = await server.shutdown(args.drain_timeout)
-            print(
-                f"dance mqtt-proxy: stopped ({cut} connection(s) cut at the deadline)", flush=True
+            return await server.shutdown(args.drain_timeout)
+
+        try:
+            await run_service(
+                "mqtt-proxy", args, resolver, reload=reload, shutdown=shutdown, announce=announce
             )
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            for task in closing:
-                task.cancel()
-            for res in resolvers:
-                with contextlib.suppress(Exception):
-                    await res.aclose()
             log.info("tls stats: %s", server.stats.snapshot())
             log.info("mqtt stats: %s", proxy.stats.snapshot())
 

@@ -21,6 +21,7 @@ from dance.cli.common import (
     observe_service,
     parse_hostport,
     require_limits,
+    run_service,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
@@ -112,7 +113,6 @@ def read_secret(path: str) -> bytes:
 
 
 def cmd_radsec_proxy(args: argparse.Namespace) -> int:
-    import signal
     import ssl
 
     from dance.auth import AllowList, Authenticator
@@ -208,53 +208,40 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot start: {exc}") from None
         current["tls"], current["radius"] = server.stats, proxy
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
 
-        def reload() -> None:
+        def reload(new_resolver: Any) -> None:
             """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            try:
-                new_auth = Authenticator(
-                    make_resolver(args), allow=AllowList.parse(_allow_entries(args))
-                )
-                server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
-            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
-                log.error("reload refused (the previous configuration stays): %s", exc)
-                print(f"dance radsec-proxy: reload refused, configuration unchanged: {exc}",
-                      flush=True)  # fmt: skip
-                return
+            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
             current["auth"] = new_auth
-            log.info("configuration reloaded")
-            print("dance radsec-proxy: configuration reloaded", flush=True)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        where = f"{server.host}:{server.port}"
-        acct = config.accounting
-        if args.json:
-            out = {
-                "listening": where,
-                "backend": f"{backend[0]}:{backend[1]}",
-                "accounting": f"{acct[0]}:{acct[1]}",
-            }
-            print(json.dumps(out), flush=True)
-        else:
-            print(
-                f"dance radsec-proxy: listening on {where}, RADIUS server {backend[0]}:"
-                f"{backend[1]} (accounting {acct[0]}:{acct[1]})",
-                flush=True,
-            )
+        def announce() -> None:
+            where = f"{server.host}:{server.port}"
+            acct = config.accounting
+            if args.json:
+                out = {
+                    "listening": where,
+                    "backend": f"{backend[0]}:{backend[1]}",
+                    "accounting": f"{acct[0]}:{acct[1]}",
+                }
+                print(json.dumps(out), flush=True)
+            else:
+                print(
+                    f"dance radsec-proxy: listening on {where}, RADIUS server {backend[0]}:"
+                    f"{backend[1]} (accounting {acct[0]}:{acct[1]})",
+                    flush=True,
+                )
+
         try:
-            await stop.wait()
-            cut = await server.shutdown(args.drain_timeout)
-            print(f"dance radsec-proxy: stopped ({cut} connection(s) cut at the deadline)",
-                  flush=True)  # fmt: skip
+            await run_service(
+                "radsec-proxy",
+                args,
+                resolver,
+                reload=reload,
+                shutdown=lambda: server.shutdown(args.drain_timeout),
+                announce=announce,
+            )
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            with contextlib.suppress(Exception):
-                await current["auth"].source.aclose()
             log.info("tls stats: %s", server.stats.snapshot())
             log.info("radsec stats: %s", proxy.stats.snapshot())
 

@@ -194,13 +194,15 @@ def test_console_script_and_demo() -> None:
     assert "All outcomes as expected." in proc.stdout
     assert "Traceback" not in proc.stderr
     assert proc.stdout.count("ACCEPTED") >= 4 and proc.stdout.count("REJECTED") >= 5
-    for part in "ABCDEFGHIJK":  # every part ran (or said why it was skipped)
+    for part in "ABCDEFGHIJKL":  # every part ran (or said why it was skipped)
         assert f"dance demo, part {part}:" in proc.stdout
     # LDAP (J) and EAP-TLS (K): run here when slapd / FreeRADIUS and eapol_test are installed
     ldap = proc.stdout.split("part J:")[1].split("part K:")[0]
     assert "(skipped: slapd" in ldap or "Who Am I? dn:uid=alice,ou=people" in ldap
-    eap = proc.stdout.split("part K:")[1]
+    eap = proc.stdout.split("part K:")[1].split("part L:")[0]
     assert "(skipped: freeradius" in eap or "Access-Accept  User-Name=sensor1" in eap
+    radsec = proc.stdout.split("part L:")[1]  # RadSec (L): with FreeRADIUS installed
+    assert "(skipped: freeradius" in radsec or 'DANCE-Client-Name = "ap1._nas' in radsec
 
 
 def test_private_key_written_0600(files: dict[str, Path]) -> None:

@@ -1,62 +1,29 @@
-"""A real FreeRADIUS on loopback (config in a temp dir) behind a DANCE RadSec front running in a
-thread, and the signed test zone of tests/tls (DEVICE, OTHER, their keys, an impostor)."""
+"""A real FreeRADIUS on loopback (`dance.testkit.freeradius`, config in a temp dir) behind a DANCE
+RadSec front running in a thread, and the signed test zone of tests/tls (DEVICE, OTHER, their
+keys, an impostor)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dance.auth import Authenticator
 from dance.radius import RadsecProxy, RadsecProxyConfig, start_radsec_proxy
-from dance.radius.freeradius import freeradius_config
-from dance.testkit.servers import Proc, free_port_pair
+from dance.testkit.freeradius import RadiusBackend as FreeRadius
 from dance.tls import DanceServer
-from tests.conftest import require_binary
 from tests.tls.common import DEVICE, OTHER, World, make_world, resolver
 
 LOOPBACK_SECRET = "loopback-secret-for-tests"
 USERS = {"bob": "hunter2", "alice": "correct horse battery"}
 # the front allows DEVICE and OTHER's sibling names, not OTHER itself: OTHER is "outside"
 FRONT_ALLOW = [DEVICE, "sensor8._device.example.test"]
-
-
-@dataclass
-class FreeRadius:
-    proc: Proc
-    dir: Path
-
-    @property
-    def port(self) -> int:
-        return self.proc.port
-
-    def detail(self) -> str:
-        try:
-            return (self.dir / "detail").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def packets(self) -> list[dict[str, list[str]]]:
-        """The requests FreeRADIUS received, as it decoded them (one dict per packet)."""
-        out: list[dict[str, list[str]]] = []
-        for block in self.detail().split("\n\n"):
-            attrs: dict[str, list[str]] = {}
-            for line in block.splitlines()[1:]:
-                name, sep, value = line.strip().partition(" = ")
-                if sep:
-                    attrs.setdefault(name, []).append(value)
-            if attrs:
-                out.append(attrs)
-        return out
 
 
 @dataclass
@@ -71,27 +38,6 @@ class Front:
         return self.server.port
 
 
-def start_freeradius(d: Path, port: int, allowed_suffix: str = "._device.example.test") -> Proc:
-    binary = require_binary("freeradius", "radiusd")
-    freeradius_config(d, port, LOOPBACK_SECRET, users=USERS, allowed_suffix=allowed_suffix)
-    log = d / "stdout.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, "-f", "-X", "-l", "stdout", "-d", str(d), "-n", "radiusd"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    proc = Proc(process, port, log)
-    deadline = time.monotonic() + 30
-    while "Ready to process requests" not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise RuntimeError(f"FreeRADIUS did not start:\n{proc.logs()}")
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield from make_world(tmp_path_factory.mktemp("radius-world"))
@@ -99,13 +45,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="package")
 def freeradius(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreeRadius]:
-    d = tmp_path_factory.mktemp("freeradius")
-    os.chmod(d, 0o700)
-    proc = start_freeradius(d, free_port_pair())
-    try:
-        yield FreeRadius(proc, d)
-    finally:
-        proc.stop()
+    backend = FreeRadius(
+        tmp_path_factory.mktemp("freeradius"), secret=LOOPBACK_SECRET, users=USERS,
+        allowed_suffix="._device.example.test",
+    )  # fmt: skip
+    with backend:
+        yield backend
 
 
 def run_front(

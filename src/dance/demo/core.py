@@ -58,6 +58,9 @@ def run(out: TextIO, now: datetime.datetime | None = None) -> int:
     from dance.demo.eap import run_eap
 
     good &= run_eap(out, now) == 0
+    from dance.demo.radsec import run_radsec
+
+    good &= run_radsec(out, now) == 0
     out.write("\nAll outcomes as expected.\n" if good else "\nUNEXPECTED OUTCOMES ABOVE.\n")
     return 0 if good else 1
 

@@ -147,3 +147,62 @@ def test_bodies_streamed_whole_and_chunks_reencoded() -> None:
         for r, _ in requests
     )
     assert stats.requests == 3 and not stats.refused
+
+
+def test_backend_answers_relayed_from_its_transport_in_order_with_flow_control() -> None:
+    """The backend -> client copy runs in the backend transport's callbacks: bytes the backend
+    sent before the relay started come first, a large answer to a client that reads slowly
+    arrives whole and in order (the backend is paused while the client's buffer is full), and
+    the backend stream still closes normally afterwards (its protocol saw the end)."""
+    greeting = b"HTTP/1.1 100 Continue\r\n\r\n"
+    big = bytes(range(256)) * 16384  # 4 MiB
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+    closed: list[bool] = []
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)  # before any request: read by the stream before the switch
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        b_reader, b_writer = await asyncio.open_connection(*b_server.sockets[0].getsockname()[:2])
+        await asyncio.sleep(0.2)  # the greeting is in b_reader's buffer by now
+        try:
+            await relay_http(
+                reader, writer, b_reader, b_writer, header="X-DANCE-Client-ID", identity=ME,
+                stats=Stats(), idle_timeout=10,
+            )  # fmt: skip
+        finally:
+            b_writer.close()
+            await asyncio.wait_for(b_writer.wait_closed(), 10)
+            closed.append(True)
+            writer.close()
+
+    async def main() -> bytes:
+        nonlocal b_server
+        b_server = await asyncio.start_server(backend, "127.0.0.1", 0)
+        p_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        async with b_server, p_server:
+            reader, writer = await asyncio.open_connection(
+                *p_server.sockets[0].getsockname()[:2], limit=4096
+            )
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            seen = bytearray()
+            while data := await asyncio.wait_for(reader.read(65536), 20):
+                seen += data
+                if len(seen) < 1_000_000:
+                    await asyncio.sleep(0.01)  # slow at first: the proxy's buffer fills
+            writer.close()
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.05)
+            return bytes(seen)
+
+    b_server: asyncio.Server
+    seen = asyncio.run(main())
+    assert seen == greeting + answer
+    assert closed == [True]

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from dance.http.core import IDENTITY_HEADERS, encode_header_value
@@ -236,6 +236,81 @@ class _ReadClock:
         self._handle = self.loop.call_at(when, self._check)
 
 
+class _Downstream(asyncio.Protocol):
+    """The backend's bytes written to the client from the backend transport's callbacks, with
+    no task in between (one fewer wake-up per answer). It takes the place of the backend
+    stream's protocol, to which it hands on what the stream needs: write flow control (the
+    upstream copy drains the backend writer) and the connection's end (the writer's
+    ``wait_closed``). Reading pauses while the client's write buffer is over ``_CHUNK``.
+    ``done`` ends at the backend's end of stream or loss; ``last`` is when it last sent bytes."""
+
+    def __init__(
+        self,
+        stream: asyncio.BaseProtocol,
+        backend: asyncio.Transport,
+        client_writer: asyncio.StreamWriter,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.stream = stream
+        self.backend = backend
+        self.client_writer = client_writer
+        self.client = client_writer.transport
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.last = 0.0
+        self.stopped = False
+        self._draining: asyncio.Task[None] | None = None
+
+    def last_bytes(self) -> float:
+        return self.last
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._end()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        client = self.client
+        if self.stopped or client.is_closing():
+            self._end()
+            return
+        client.write(data)
+        if client.get_write_buffer_size() > _CHUNK and self._draining is None:
+            self.backend.pause_reading()
+            self._draining = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.client_writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            self._end()
+            return
+        finally:
+            self._draining = None
+        if not self.done.done():
+            self.backend.resume_reading()
+
+    def eof_received(self) -> bool:
+        self._end()
+        return True  # half-closed: requests may still be written (as the stream protocol does)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+        if self._draining is not None:
+            self._draining.cancel()
+        self.stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.stream.resume_writing()
+
+    def _end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: list[float]
 ) -> None:
@@ -249,15 +324,19 @@ async def _pipe(
         pass
 
 
-async def _quiet(down: asyncio.Future[None], last: list[float], quiet: float, limit: float) -> None:
-    """Wait until ``down`` ends, or has been silent for ``quiet`` seconds, or ``limit``."""
+async def _quiet(
+    down: asyncio.Future[None], last: Callable[[], float], quiet: float, limit: float
+) -> None:
+    """Wait until ``down`` ends, or has been silent for ``quiet`` seconds (since ``last()``, the
+    time of its last bytes, or since now), or ``limit``."""
     loop = asyncio.get_running_loop()
-    start = last[0] = max(last[0], loop.time())
+    start = loop.time()
     while not down.done():
         now = loop.time()
-        if now - last[0] >= quiet or now - start >= limit:
+        since = max(last(), start)
+        if now - since >= quiet or now - start >= limit:
             return
-        await asyncio.wait({down}, timeout=min(quiet - (now - last[0]), limit - (now - start)))
+        await asyncio.wait({down}, timeout=min(quiet - (now - since), limit - (now - start)))
 
 
 async def relay_http(
@@ -343,8 +422,25 @@ async def relay_http(
                     if backend_writer.can_write_eof():
                         backend_writer.write_eof()
 
-    last = [0.0]
-    down = asyncio.ensure_future(_pipe(backend_reader, client_writer, last))
+    protocol: _Downstream | None = None
+    backend = backend_writer.transport
+    if isinstance(backend, asyncio.Transport) and not (
+        backend.is_closing() or backend_reader.at_eof() or backend_reader.exception()
+    ):
+        # Backend -> client from the transport's callbacks. What the stream read before the
+        # switch goes first (its end is fed: read() returns it without waiting).
+        proto = protocol = _Downstream(backend.get_protocol(), backend, client_writer, loop)
+        backend.set_protocol(proto)
+        backend_reader.feed_eof()
+        early = await backend_reader.read()
+        if early:
+            proto.data_received(early)
+        down: asyncio.Future[None] = proto.done
+        last: Callable[[], float] = proto.last_bytes
+    else:  # already closed, or not a plain transport: a copying task
+        times = [0.0]
+        down = asyncio.ensure_future(_pipe(backend_reader, client_writer, times))
+        last = functools.partial(times.__getitem__, 0)
     up = asyncio.ensure_future(upstream())
     try:
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
@@ -366,6 +462,8 @@ async def relay_http(
     finally:
         for task in (up, down):
             task.cancel()
+        if protocol is not None:
+            protocol.stop()  # nothing more for the client once the relay is over
     if refused:
         with contextlib.suppress(OSError):
             client_writer.write(_bad_request(refused[0].reason))

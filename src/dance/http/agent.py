@@ -37,7 +37,7 @@ import logging
 import resource
 import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, cast
 
 import h11
 
@@ -313,9 +313,9 @@ class _Connection(asyncio.Protocol):
 
     # -- transport callbacks --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses: same methods, no check)
+        self.transport = transport = cast(asyncio.Transport, base)
         peername = transport.get_extra_info("peername")
         self.peer = str(peername[0]) if peername else ""
         agent = self.agent

@@ -25,7 +25,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from dance.http.core import IDENTITY_HEADERS, encode_header_value
 from dance.http.h1 import (
@@ -423,8 +423,9 @@ async def relay_http(
                         backend_writer.write_eof()
 
     protocol: _Downstream | None = None
-    backend = backend_writer.transport
-    if isinstance(backend, asyncio.Transport) and not (
+    # (a cast: uvloop's transports are not asyncio.Transport subclasses, same methods)
+    backend = cast(asyncio.Transport, backend_writer.transport)
+    if hasattr(backend, "pause_reading") and not (
         backend.is_closing() or backend_reader.at_eof() or backend_reader.exception()
     ):
         # Backend -> client from the transport's callbacks. What the stream read before the

@@ -311,6 +311,118 @@ class _Downstream(asyncio.Protocol):
             self.done.set_result(None)
 
 
+class _Upstream(asyncio.Protocol):
+    """The client's bytes fed to the relay from the client transport's callbacks, with no
+    task in between (one fewer wake-up per request). It takes the place of the client
+    stream's protocol, to which it hands on write flow control and the connection's end.
+    ``done`` ends with None (end of stream, ``Connection: close``, connection lost) or the
+    `HttpError` that refused a request; the read timeouts stay with the task that awaits it
+    (`_ReadClock`). Reading pauses while the backend's write buffer is over ``_CHUNK``."""
+
+    def __init__(
+        self,
+        stream: asyncio.BaseProtocol,
+        client: asyncio.Transport,
+        relay: IdentityRelay,
+        backend_writer: asyncio.StreamWriter,
+        stats: RelayStats,
+        clock: _ReadClock,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.relay = relay
+        self.backend_writer = backend_writer
+        self.backend = backend_writer.transport
+        self.stats = stats
+        self.clock = clock
+        self.loop = loop
+        self.done: asyncio.Future[HttpError | None] = loop.create_future()
+        self._draining: asyncio.Task[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        done = self.done
+        if done.done():
+            return
+        clock, relay = self.clock, self.relay
+        clock.last = self.loop.time()
+        try:
+            out = relay.feed(data)
+        except HttpError as exc:
+            self._end(exc)
+            return
+        except Exception as exc:  # not expected: ends the relay (the awaiting task raises it)
+            self.client.pause_reading()
+            done.set_exception(exc)
+            return
+        if relay.reader.partial_head:
+            if clock.head_deadline is None:  # the first bytes of a head: its deadline
+                clock.start_head()
+        elif clock.head_deadline is not None:
+            clock.head_deadline = None
+        if relay.requests:
+            stats = self.stats
+            stats.requests += relay.requests
+            stats.stripped_headers += relay.stripped
+            relay.requests = relay.stripped = 0
+        if out:
+            self.backend_writer.write(out)
+            if self.backend.get_write_buffer_size() > _CHUNK and self._draining is None:
+                # Flow control: no more reading (nor idle timeout) until the backend takes it.
+                self.client.pause_reading()
+                clock.reading = False
+                self._draining = self.loop.create_task(self._drain())
+        if relay.closed:  # "Connection: close": no further request
+            self._end(None)
+
+    async def _drain(self) -> None:
+        try:
+            await self.backend_writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            self._end(None)
+            return
+        finally:
+            self._draining = None
+        if not self.done.done():
+            self.clock.last = self.loop.time()
+            self.clock.reading = True
+            self.client.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        self._eof()
+        return self.stream.eof_received()  # type: ignore[attr-defined,no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._eof()  # as a stream read would end: an unfinished request is refused
+        else:
+            self._end(None)  # a reset: nothing more to do (as a read raising OSError)
+        if self._draining is not None:
+            self._draining.cancel()
+        self.stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.stream.resume_writing()
+
+    def _eof(self) -> None:
+        if not self.done.done():
+            try:
+                self.relay.feed_eof()
+            except HttpError as exc:
+                self._end(exc)
+            else:
+                self._end(None)
+
+    def _end(self, error: HttpError | None) -> None:
+        if not self.done.done():
+            with contextlib.suppress(RuntimeError):
+                self.client.pause_reading()  # bytes after the end stay unread, as before
+            self.done.set_result(error)
+
+
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: list[float]
 ) -> None:
@@ -369,8 +481,37 @@ async def relay_http(
         clock = _ReadClock(loop, task, idle_timeout, head_timeout)
         reader = relay.reader
         backend = backend_writer.transport
+        client = cast(asyncio.Transport, client_writer.transport)  # (uvloop: no subclass)
         try:
-            while not reader.closed:
+            if hasattr(client, "set_protocol") and not (
+                client.is_closing() or client_reader.at_eof() or client_reader.exception()
+            ):
+                # Client -> backend from the transport's callbacks; this task only waits (and
+                # is cancelled by the clock). What the stream read before the switch first.
+                proto = _Upstream(
+                    client.get_protocol(), client, relay, backend_writer, stats, clock, loop
+                )
+                client.set_protocol(proto)
+                client_reader.feed_eof()
+                early = await client_reader.read()
+                clock.reading = True
+                if early:
+                    proto.data_received(early)
+                try:
+                    error = await proto.done
+                except asyncio.CancelledError:
+                    if clock.expired is None or task.uncancel() > 0:
+                        raise  # not (only) ours: the relay is being stopped
+                    if clock.expired == "head-timeout":
+                        raise HttpError("head-timeout", "head not complete in time") from None
+                    log.info("http relay: client idle for %.0f s", idle_timeout)
+                    return
+                finally:
+                    clock.reading = False
+                if error is not None:
+                    raise error
+                return
+            while not reader.closed:  # (a transport without set_protocol: a reading loop)
                 clock.last = loop.time()
                 clock.reading = True
                 try:

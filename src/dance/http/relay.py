@@ -15,6 +15,11 @@ extension, no trailer). On every request (pipelined, HTTP/1.0 keep-alive, ...):
 A request that fails a check is not forwarded; `relay_http` answers it with a 400 and closes the
 connection. When requests before it were forwarded, the 400 waits until the backend has been
 silent for ``quiet_time`` (1 s; at most ``drain_timeout``), so their answers come first.
+
+Both copies run in the transports' callbacks (`_Upstream` on the client transport feeds the
+relay, `_Downstream` on the backend transport writes to the client), each standing in for the
+stream protocol it replaced and handing it write flow control and the connection's end; a task
+only waits for the end, so the read timeouts cancel it as a reading task would be cancelled.
 """
 
 from __future__ import annotations
@@ -267,6 +272,8 @@ class _Downstream(asyncio.Protocol):
     def stop(self) -> None:
         self.stopped = True
         self._end()
+        if self._draining is not None:
+            self._draining.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last = self.loop.time()
@@ -407,6 +414,12 @@ class _Upstream(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.stream.resume_writing()
 
+    def stop(self) -> None:
+        """The relay is over: no more reading, no flow-control task left behind."""
+        self._end(None)
+        if self._draining is not None:
+            self._draining.cancel()
+
     def _eof(self) -> None:
         if not self.done.done():
             try:
@@ -474,6 +487,7 @@ async def relay_http(
     relay = IdentityRelay(header, identity, max_head=max_head)
     loop = asyncio.get_running_loop()
     refused: list[HttpError] = []
+    feeding: list[_Upstream] = []  # the client transport's protocol, once switched
 
     async def upstream() -> None:
         task = asyncio.current_task()
@@ -491,6 +505,7 @@ async def relay_http(
                 proto = _Upstream(
                     client.get_protocol(), client, relay, backend_writer, stats, clock, loop
                 )
+                feeding.append(proto)
                 client.set_protocol(proto)
                 client_reader.feed_eof()
                 early = await client_reader.read()
@@ -606,6 +621,8 @@ async def relay_http(
             task.cancel()
         if protocol is not None:
             protocol.stop()  # nothing more for the client once the relay is over
+        for feeder in feeding:
+            feeder.stop()
     if refused:
         with contextlib.suppress(OSError):
             client_writer.write(_bad_request(refused[0].reason))

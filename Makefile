@@ -80,7 +80,7 @@ bench: $(STAMP)
 
 # Each bench script with --quick (at most about 30 s each), then docs/performance.md from the
 # results they wrote under bench/results/.
-BENCH_QUICK := bench_match bench_auth bench_ssh bench_workers bench_authority bench_dns bench_tls bench_proxy_http
+BENCH_QUICK := bench_match bench_auth bench_ssh bench_workers bench_authority bench_dns bench_tls bench_proxy_http bench_agent
 bench-quick: $(STAMP)
 	@for b in $(BENCH_QUICK); do echo "== $$b"; $(BIN)/python bench/$$b.py --quick || exit 1; done
 	$(BIN)/python bench/report.py

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="100 rounds, no peer (bench-quick)")
     parser.add_argument("--no-peer", action="store_true", help="skip dane-discovery")
+    parser.add_argument("--profile", help="cProfile the cold lookups (Knot direct) into FILE")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.no_peer = min(args.rounds, 100), True
@@ -164,7 +165,15 @@ def main() -> None:
             time.sleep(0.5)  # let Knot finish re-signing the DS changes
             asyncio.run(cold_lookups(knot.port, anchors, 20, rd=False))  # warm-up (imports)
             cold_cpu: list[float] = []
+            if args.profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             cold = asyncio.run(cold_lookups(knot.port, anchors, args.rounds, False, cold_cpu))
+            if args.profile:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
             via_unbound = asyncio.run(cold_lookups(unbound.port, anchors, args.rounds, rd=True))
             warm_zone = asyncio.run(warm_zone_lookups(knot.port, anchors, args.rounds))
             peer_ms: float | None = None

@@ -1,7 +1,7 @@
 """DANCE over TLS: handshakes per server CPU-second, and behaviour under a slow DNS server.
 
     .venv/bin/python bench/bench_tls.py [--seconds 4] [--rounds 3] [--concurrency 8]
-                                        [--cold-rate 20] [--no-nginx] [--only-slow]
+                                        [--cold-rate 20] [--no-nginx] [--only-slow] [--no-slow]
 
 Part 1, in one run, each server in its own process, the same Python clients (TLS 1.3, P-256
 certificates, no tickets, one short exchange per connection), server CPU read from /proc:
@@ -10,6 +10,13 @@ certificates, no tickets, one short exchange per connection), server CPU read fr
 * ``pinned``: the same asyncio server shape with plain ``ssl``, mutual TLS with the client
   certificate pinned as the only CA (no DANCE): the baseline, target dance >= 90% of it;
 * ``nginx``: nginx (1 worker) with ``ssl_verify_client optional_no_ca``, if installed.
+
+Part 3 (issue 18 item 1): ``dance proxy`` in tcp mode against nginx ``stream`` (1 worker,
+``ssl_verify_client optional_no_ca``), both relaying to the same backend (it answers ``ok`` to
+every connection), in alternating rounds, each driven by the same two clients: the Python
+``dane_clientid`` clients above, and 3 ``openssl s_time -new`` processes presenting the
+certificate (dance identifies it by its SAN: ``--san-fallback``). Needs nginx's stream module
+(Debian: libnginx-mod-stream).
 
 Part 2 (slow DNS): the DNS server answers names below ``slow._device.example.test`` only after
 5 s, and cold clients with fresh names there arrive at ``--cold-rate`` per second from another
@@ -51,6 +58,31 @@ NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 async def _handler_reply(writer: asyncio.StreamWriter) -> None:
     writer.write(b"ok\n")
     await writer.drain()
+
+
+def backend_main() -> None:
+    """Child process: the relays' backend. Every connection gets ``ok`` at once and is closed
+    when the client (the relay) closes its side."""
+
+    async def on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"ok\n")
+            while await reader.read(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        server = await asyncio.start_server(on, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(main())
 
 
 def serve_main(args: argparse.Namespace) -> None:
@@ -101,6 +133,10 @@ def serve_main(args: argparse.Namespace) -> None:
             ) -> None:
                 await _handler_reply(writer)
 
+            if args.role == "proxy":  # dance proxy, tcp mode (PROXY v2 header to the backend)
+                from dance.tls.proxy import Proxy, ProxyConfig
+
+                handler = Proxy(ProxyConfig(("127.0.0.1", args.backend), mode="tcp")).handle
             server = await serve(
                 handler,
                 "127.0.0.1",
@@ -114,13 +150,19 @@ def serve_main(args: argparse.Namespace) -> None:
                 # would refuse the paced clients behind the cold ones (max_pending bounds those)
                 max_per_address=100_000,
                 max_connections=4096,
+                san_fallback=args.role == "proxy",  # openssl s_time sends no dane_clientid
             )
             print(server.port, flush=True)
             async with server:
                 await stop.wait()
             print(server.stats.snapshot(), file=sys.stderr, flush=True)
 
-    asyncio.run(main())
+    if args.uvloop:  # the dance servers on uvloop (the extra "fast")
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -356,6 +398,159 @@ http {{
     return proc, port, children
 
 
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def start_nginx_stream(
+    d: Path, cert: str, key: str, backend: int
+) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+    """nginx ``stream``: TLS 1.3 with ``ssl_verify_client optional_no_ca``, relaying to
+    ``backend`` (1 worker; the module from Debian's libnginx-mod-stream)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d.mkdir(exist_ok=True)
+    conf = d / "nginx-stream.conf"
+    conf.write_text(
+        f"""
+load_module {STREAM_MODULE};
+daemon off;
+worker_processes 1;
+pid {d}/nginx-stream.pid;
+error_log {d}/stream-error.log warn;
+events {{ worker_connections 2048; }}
+stream {{
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    ssl_session_tickets off;
+    ssl_session_cache off;
+    ssl_verify_client optional_no_ca;
+    proxy_pass 127.0.0.1:{backend};
+  }}
+}}
+"""
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(d)], stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                break
+        except OSError:
+            time.sleep(0.05)
+    children = [
+        int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    ]
+    return proc, port, children
+
+
+def s_time(port: int, cert: str, key: str, seconds: float, processes: int) -> int:
+    """Connections made by ``processes`` parallel ``openssl s_time -new`` (a full handshake
+    each, the client certificate sent, no request)."""
+    import re
+
+    procs = [
+        subprocess.Popen(
+            [
+                "openssl",
+                "s_time",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-new",
+                "-cert",
+                cert,
+                "-key",
+                key,
+                "-time",
+                str(max(1, round(seconds))),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    total = 0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 60)
+        match = re.search(r"(\d+) connections in [\d.]+s", out)
+        total += int(match.group(1)) if match else 0
+    return total
+
+
+def part3(
+    args: argparse.Namespace,
+    d: Path,
+    common: list[str],
+    client_cert: str,
+    client_key: str,
+    server_cert: str,
+    server_key: str,
+    dance_ctx: ssl.SSLContext,
+    out: Any,
+) -> None:
+    """`dance proxy` (tcp mode) against nginx ``stream``, both relaying to the same backend,
+    driven by the same clients in alternating rounds: handshakes relayed per server
+    CPU-second."""
+    print("\nPart 3: dance proxy (tcp) against nginx stream, same backend, same clients")
+    backend = Child("--role", "backend")
+    rates: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(args.rounds):
+            for server in ("proxy", "nginx"):
+                if server == "proxy":
+                    child = Child("--role", "proxy", *common, "--backend", str(backend.port))
+                    port, pids, stop = child.port, [child.pid], child.stop
+                else:
+                    proc, port, workers = start_nginx_stream(
+                        d / "stream", server_cert, server_key, backend.port
+                    )
+                    pids = workers or [proc.pid]
+
+                    def stop(proc: subprocess.Popen[bytes] = proc) -> str:
+                        proc.terminate()
+                        proc.wait()
+                        return ""
+
+                try:
+                    asyncio.run(load(port, dance_ctx, 0.5, 2))  # warm-up: the lookup
+                    for client in ("dane_clientid", "s_time"):
+                        cpu0 = sum(cpu_seconds(p) for p in pids)
+                        if client == "s_time":
+                            ok = s_time(port, client_cert, client_key, args.seconds, 3)
+                        else:
+                            ok, _ = asyncio.run(
+                                load(port, dance_ctx, args.seconds, args.concurrency)
+                            )
+                        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+                        rate = ok / cpu if cpu else 0.0
+                        rates.setdefault((server, client), []).append(rate)
+                        print(
+                            f"  {server:5s} {client:13s} {ok:6d} handshakes, server CPU "
+                            f"{cpu:5.2f} s -> {rate:6.0f} per server CPU-second "
+                            f"({cpu / ok * 1e6 if ok else 0:.0f} us each)"
+                        )
+                finally:
+                    stop()
+    finally:
+        backend.stop()
+    for client in ("dane_clientid", "s_time"):
+        proxy = statistics.median(rates[("proxy", client)])
+        nginx = statistics.median(rates[("nginx", client)])
+        print(f"  {client}: dance proxy / nginx stream = {proxy / nginx:.0%} (target >= 100%)")
+        label = "a dane_clientid client" if client == "dane_clientid" else (
+            "openssl s_time -new, certificate through --san-fallback"
+        )  # fmt: skip
+        out.add(f"dance proxy (tcp), handshakes relayed per server CPU-second, {label}",
+                proxy, "/CPU-s", peer="nginx stream, ssl_verify_client optional_no_ca",
+                peer_value=nginx, target=">= 1.0x")  # fmt: skip
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -403,8 +598,9 @@ def bench(args: argparse.Namespace) -> int:
         common = ["--cert", server_cert, "--key", server_key, "--dns", dns_arg]
         common += ["--anchor", str(d / "anchor.txt")]
         if not args.only_slow:
-            part1(args, d, common, client_cert, server_cert, server_key, dance_ctx, plain_ctx)
-        if not args.quick:
+            part1(args, d, common, client_cert, client_key, server_cert, server_key,
+                  dance_ctx, plain_ctx)  # fmt: skip
+        if not args.quick and not args.no_slow:
             part2(args, d, zones, common, client_cert, client_key, dance_ctx)
     shutil.rmtree(d, ignore_errors=True)
     return 0
@@ -415,6 +611,7 @@ def part1(
     d: Path,
     common: list[str],
     client_cert: str,
+    client_key: str,
     server_cert: str,
     server_key: str,
     dance_ctx: ssl.SSLContext,
@@ -466,6 +663,15 @@ def part1(
         print("  nginx: skipped (--no-nginx)")
     else:
         print("  nginx: not installed (apt-get install -y nginx), skipped")
+    if not args.no_nginx and STREAM_MODULE.exists() and shutil.which("openssl"):
+        part3(args, d, common, client_cert, client_key, server_cert, server_key, dance_ctx, out)
+        out.note(
+            "part 3: the relays' backend answers ok to every connection; dane_clientid: "
+            f"{args.concurrency} concurrent Python clients; s_time: 3 openssl s_time -new "
+            "processes"
+        )
+    else:
+        print("  part 3 (nginx stream): needs nginx's stream module (libnginx-mod-stream)")
     out.write()
 
 
@@ -554,7 +760,9 @@ def part2(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--role", choices=("dance", "pinned", "cold", "load"))
+    p.add_argument("--role", choices=("dance", "pinned", "cold", "load", "proxy", "backend"))
+    p.add_argument("--backend", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--uvloop", action="store_true", help="run the dance servers on uvloop")
     p.add_argument("--port", type=int)
     p.add_argument("--cert")
     p.add_argument("--key")
@@ -568,6 +776,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--only-slow", action="store_true", help="run part 2 only")
+    p.add_argument("--no-slow", action="store_true", help="skip part 2 (the slow DNS server)")
     p.add_argument("--quick", action="store_true", help="part 1 only, 1 round of 3 s")
     p.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument(
@@ -580,6 +789,9 @@ def main() -> int:
         return cold_main(args)
     if args.role == "load":
         return load_main(args)
+    if args.role == "backend":
+        backend_main()
+        return 0
     if args.role:
         if os.environ.get("BENCH_TLS_PROFILE"):  # developer aid: cProfile the server process
             import cProfile

@@ -233,6 +233,26 @@ def test_decisions_and_counted_reasons(ids: Identities) -> None:
     assert stats["auth_decision_cache_hits"] >= 1
 
 
+def test_prepared_headers_are_remembered_per_exact_values(ids: Identities) -> None:
+    """prepare() keeps its successful results by the exact header values (a front end repeats
+    them for every request): the same values give the same (name, chain) object, every request
+    is still counted, and other values (a claim not in the certificate, another certificate)
+    are decided on their own; refusals are not remembered."""
+    http_auth, _ = make_http_auth(ids)
+    first = http_auth.prepare(b64(ids.two_names), None, DEVICE)
+    assert not isinstance(first, Denied)
+    assert http_auth.prepare(b64(ids.two_names), None, DEVICE) is first
+    refused = http_auth.prepare(b64(ids.two_names), None, "sensor8._device.example.test")
+    assert isinstance(refused, Denied) and refused.reason == "claimed-name-not-in-certificate"
+    assert isinstance(http_auth.prepare(b64(ids.two_names), None, None), Denied)  # two SANs
+    other = http_auth.prepare(b64(ids.impostor), None, DEVICE)
+    assert not isinstance(other, Denied) and other[1] != first[1]
+    for _ in range(2):
+        assert isinstance(http_auth.prepare(b64(ids.device), None, "not a name!"), Denied)
+    stats = http_auth.stats()
+    assert stats["requests"] == 7 and stats["denied_name-malformed"] == 2
+
+
 def test_small_helpers() -> None:
     assert encode_header_value("sensor7._device.example.test") == "sensor7._device.example.test"
     assert encode_header_value("jürgen@bücher.example") == "j%C3%BCrgen@b%C3%BCcher.example"

@@ -4,6 +4,7 @@ bodies streamed intact and re-encoded, the backend's answers relayed."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -147,3 +148,110 @@ def test_bodies_streamed_whole_and_chunks_reencoded() -> None:
         for r, _ in requests
     )
     assert stats.requests == 3 and not stats.refused
+
+
+def test_backend_answers_relayed_from_its_transport_in_order_with_flow_control() -> None:
+    """The backend -> client copy runs in the backend transport's callbacks: bytes the backend
+    sent before the relay started come first, a large answer to a client that reads slowly
+    arrives whole and in order (the backend is paused while the client's buffer is full), and
+    the backend stream still closes normally afterwards (its protocol saw the end)."""
+    greeting = b"HTTP/1.1 100 Continue\r\n\r\n"
+    big = bytes(range(256)) * 16384  # 4 MiB
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+    closed: list[bool] = []
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)  # before any request: read by the stream before the switch
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        b_reader, b_writer = await asyncio.open_connection(*b_server.sockets[0].getsockname()[:2])
+        await asyncio.sleep(0.2)  # the greeting is in b_reader's buffer by now
+        try:
+            await relay_http(
+                reader, writer, b_reader, b_writer, header="X-DANCE-Client-ID", identity=ME,
+                stats=Stats(), idle_timeout=10,
+            )  # fmt: skip
+        finally:
+            b_writer.close()
+            await asyncio.wait_for(b_writer.wait_closed(), 10)
+            closed.append(True)
+            writer.close()
+
+    async def main() -> bytes:
+        nonlocal b_server
+        b_server = await asyncio.start_server(backend, "127.0.0.1", 0)
+        p_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        async with b_server, p_server:
+            reader, writer = await asyncio.open_connection(
+                *p_server.sockets[0].getsockname()[:2], limit=4096
+            )
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            seen = bytearray()
+            while data := await asyncio.wait_for(reader.read(65536), 20):
+                seen += data
+                if len(seen) < 1_000_000:
+                    await asyncio.sleep(0.01)  # slow at first: the proxy's buffer fills
+            writer.close()
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.05)
+            return bytes(seen)
+
+    b_server: asyncio.Server
+    seen = asyncio.run(main())
+    assert seen == greeting + answer
+    assert closed == [True]
+
+
+def test_client_bytes_wait_for_a_slow_backend() -> None:
+    """The client -> backend copy runs in the client transport's callbacks: when the backend
+    reads slowly, the relay stops reading the client (bounded buffering) and goes on once the
+    backend has taken the bytes; the body arrives whole and in order."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+    got = bytearray()
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await asyncio.sleep(0.5)  # not reading: the relay's write buffer to it fills up
+        while len(got) < len(big) + 60 and (data := await reader.read(65536)):
+            got.extend(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        b_reader, b_writer = await asyncio.open_connection(*b_server.sockets[0].getsockname()[:2])
+        b_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        try:
+            await relay_http(
+                reader, writer, b_reader, b_writer, header="X-DANCE-Client-ID", identity=ME,
+                stats=Stats(), idle_timeout=20,
+            )  # fmt: skip
+        finally:
+            b_writer.close()
+            writer.close()
+
+    async def main() -> bytes:
+        nonlocal b_server
+        b_server = await asyncio.start_server(backend, "127.0.0.1", 0)
+        p_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        async with b_server, p_server:
+            reader, writer = await asyncio.open_connection(*p_server.sockets[0].getsockname()[:2])
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big))
+            writer.write(big)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+            return answer
+
+    b_server: asyncio.Server
+    answer = asyncio.run(main())
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    requests = backend_requests(bytes(got))
+    assert len(requests) == 1 and requests[0][1] == big

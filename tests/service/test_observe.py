@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import socket
 import time
 import urllib.error
@@ -44,6 +45,49 @@ def test_text_and_json_access_lines(caplog: pytest.LogCaptureFixture) -> None:
     assert doc["client_name"] == "b._device.example.com" and doc["latency_ms"] >= 0
     with pytest.raises(ValueError):
         Observer("x", log_format="xml")
+
+
+def test_access_lines_written_directly_only_when_nothing_else_would_see_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `setup_access_log`'s handler alone, a line goes straight to its stream, exactly as
+    the handler would write it; with a filter or another handler, through a log record."""
+    import io
+
+    from dance.service.options import setup_access_log
+
+    access = logging.getLogger("dance.access")
+    monkeypatch.setattr(access, "handlers", [])
+    monkeypatch.setattr(access, "filters", [])
+    monkeypatch.setattr(access, "propagate", True)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_access_log("text")
+    obs = Observer("agent")
+    obs.decision("127.0.0.1", _identity(), time.monotonic())
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and " agent 127.0.0.1 a._device.example.com accepted " in lines[0]
+    assert lines[0][:4].isdigit() and lines[0].endswith("ms")
+
+    seen: list[str] = []
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append(record.getMessage())
+            return "hidden" not in record.getMessage()
+
+    access.addFilter(Keep())
+    obs.decision("127.0.0.1", _identity(), time.monotonic())
+    obs.record("127.0.0.1", "hidden._device.example.com", "accepted", "-", "secure", 0.0)
+    lines = stream.getvalue().splitlines()
+    assert len(seen) == 2 and len(lines) == 2  # both through the filter, one written
+    assert "a._device.example.com" in seen[0] and "hidden" in seen[1]
+    access.filters.clear()
+    other = logging.handlers.BufferingHandler(10)
+    access.addHandler(other)
+    obs.decision("127.0.0.1", _identity(), time.monotonic())
+    assert len(other.buffer) == 1 and len(stream.getvalue().splitlines()) == 3
+    assert other.buffer[0].getMessage() == stream.getvalue().splitlines()[2]
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -37,7 +37,7 @@ import logging
 import resource
 import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, cast
 
 import h11
 
@@ -128,6 +128,11 @@ class Agent:
         self.refused: dict[str, int] = {}
         self.server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # The header names looked for, as `_request` compares them (bytes, lower case, "-").
+        self._inputs = frozenset(
+            n.encode("latin-1") for n in (self.cert_header, self.chain_header, self.name_header)
+        )
+        self._accepted: dict[tuple[str, str | None], bytes] = {}  # 200 answers by identity
 
     @property
     def head_timeout(self) -> float:
@@ -266,7 +271,14 @@ class Agent:
                                 ident.dns_outcome or "-", started)  # fmt: skip
         if isinstance(ident, Identity):
             log.info("agent: %s: accepted %s", peer, ident.identity)
-            return _response(200, identity_headers(ident))
+            key = (ident.identity, ident.user_id)
+            answer = self._accepted.get(key)
+            if answer is None:
+                answer = _response(200, identity_headers(ident))
+                if len(self._accepted) >= 4096:
+                    self._accepted.clear()
+                self._accepted[key] = answer
+            return answer
         return _response(403, [("X-DANCE-Error", ident.code)])
 
     def refuse(self, reason: str, code: str = BAD_CERTIFICATE) -> bytes:
@@ -307,9 +319,9 @@ class _Connection(asyncio.Protocol):
 
     # -- transport callbacks --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses: same methods, no check)
+        self.transport = transport = cast(asyncio.Transport, base)
         peername = transport.get_extra_info("peername")
         self.peer = str(peername[0]) if peername else ""
         agent = self.agent
@@ -445,13 +457,16 @@ class _Connection(asyncio.Protocol):
         agent = self.agent
         t0 = time.monotonic()
         request = head.request
-        headers: dict[str, str] = {}
+        inputs = agent._inputs
+        headers: dict[str, str] = {}  # the inputs (names as normalize_name gives them)
         duplicated: set[str] = set()
-        for raw, value in request.headers.raw_items():
-            key = normalize_name(raw)
-            if key in headers:
-                duplicated.add(key)
-            headers[key] = value.decode("latin-1")
+        for raw, value in request.headers:
+            name = raw.lower().replace(b"_", b"-")  # normalize_name, in bytes
+            if name in inputs:
+                key = name.decode("latin-1")
+                if key in headers:
+                    duplicated.add(key)
+                headers[key] = value.decode("latin-1")
         method = request.method.decode("ascii")
         path = request.target.decode("ascii").split("?", 1)[0]
         if path != agent.auth_path:

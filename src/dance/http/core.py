@@ -68,6 +68,8 @@ CLAIM_HEADER: Final = "X-DANCE-Client-Name"  # the claimed ClientName (input)
 IDENTITY_HEADERS: Final = (CLIENT_ID_HEADER.lower(), USER_HEADER.lower())
 
 MAX_NAME_LENGTH: Final = 512
+_PREPARED_SIZE: Final = 2048  # HttpAuth.prepare results kept
+_PREPARED_MAX_KEY: Final = 16 * 1024  # larger header values are parsed every time
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,11 @@ class HttpAuth:
         self.name_in_certificate = name_in_certificate
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {"requests": 0, "accepted": 0, "denied": 0}
+        # prepare()'s successful results by header values: a front end sends the same
+        # certificate header for every request of a client (bounded, oldest out first).
+        self._prepared: dict[
+            tuple[str, str | None, str | None], tuple[ClientName, CertificateChain]
+        ] = {}
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -231,6 +238,27 @@ class HttpAuth:
     ) -> tuple[ClientName, CertificateChain] | Denied:
         """Parse the headers and settle the ClientName (no DNS, no matching)."""
         self.count("requests")
+        key = (cert, chain, claimed) if cert is not None else None
+        if key is not None:
+            hit = self._prepared.get(key)
+            if hit is not None:
+                return hit
+        result = self._prepare(cert, chain, claimed)
+        if (
+            key is not None
+            and not isinstance(result, Denied)
+            and len(cert or "") + len(chain or "") + len(claimed or "") <= _PREPARED_MAX_KEY
+        ):
+            with self._lock:
+                prepared = self._prepared
+                prepared[key] = result
+                while len(prepared) > _PREPARED_SIZE:
+                    del prepared[next(iter(prepared))]
+        return result
+
+    def _prepare(
+        self, cert: str | None, chain: str | None, claimed: str | None
+    ) -> tuple[ClientName, CertificateChain] | Denied:
         try:
             presented = self.parser.parse(cert, chain)
         except HeaderError as exc:

@@ -15,6 +15,11 @@ extension, no trailer). On every request (pipelined, HTTP/1.0 keep-alive, ...):
 A request that fails a check is not forwarded; `relay_http` answers it with a 400 and closes the
 connection. When requests before it were forwarded, the 400 waits until the backend has been
 silent for ``quiet_time`` (1 s; at most ``drain_timeout``), so their answers come first.
+
+Both copies run in the transports' callbacks (`_Upstream` on the client transport feeds the
+relay, `_Downstream` on the backend transport writes to the client), each standing in for the
+stream protocol it replaced and handing it write flow control and the connection's end; a task
+only waits for the end, so the read timeouts cancel it as a reading task would be cancelled.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Iterable
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol, cast
 
 from dance.http.core import IDENTITY_HEADERS, encode_header_value
 from dance.http.h1 import (
@@ -236,6 +241,201 @@ class _ReadClock:
         self._handle = self.loop.call_at(when, self._check)
 
 
+class _Downstream(asyncio.Protocol):
+    """The backend's bytes written to the client from the backend transport's callbacks, with
+    no task in between (one fewer wake-up per answer). It takes the place of the backend
+    stream's protocol, to which it hands on what the stream needs: write flow control (the
+    upstream copy drains the backend writer) and the connection's end (the writer's
+    ``wait_closed``). Reading pauses while the client's write buffer is over ``_CHUNK``.
+    ``done`` ends at the backend's end of stream or loss; ``last`` is when it last sent bytes."""
+
+    def __init__(
+        self,
+        stream: asyncio.BaseProtocol,
+        backend: asyncio.Transport,
+        client_writer: asyncio.StreamWriter,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.stream = stream
+        self.backend = backend
+        self.client_writer = client_writer
+        self.client = client_writer.transport
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.last = 0.0
+        self.stopped = False
+        self._draining: asyncio.Task[None] | None = None
+
+    def last_bytes(self) -> float:
+        return self.last
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._end()
+        if self._draining is not None:
+            self._draining.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        client = self.client
+        if self.stopped or client.is_closing():
+            self._end()
+            return
+        client.write(data)
+        if client.get_write_buffer_size() > _CHUNK and self._draining is None:
+            self.backend.pause_reading()
+            self._draining = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.client_writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            self._end()
+            return
+        finally:
+            self._draining = None
+        if not self.done.done():
+            self.backend.resume_reading()
+
+    def eof_received(self) -> bool:
+        self._end()
+        return True  # half-closed: requests may still be written (as the stream protocol does)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+        if self._draining is not None:
+            self._draining.cancel()
+        self.stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.stream.resume_writing()
+
+    def _end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Upstream(asyncio.Protocol):
+    """The client's bytes fed to the relay from the client transport's callbacks, with no
+    task in between (one fewer wake-up per request). It takes the place of the client
+    stream's protocol, to which it hands on write flow control and the connection's end.
+    ``done`` ends with None (end of stream, ``Connection: close``, connection lost) or the
+    `HttpError` that refused a request; the read timeouts stay with the task that awaits it
+    (`_ReadClock`). Reading pauses while the backend's write buffer is over ``_CHUNK``."""
+
+    def __init__(
+        self,
+        stream: asyncio.BaseProtocol,
+        client: asyncio.Transport,
+        relay: IdentityRelay,
+        backend_writer: asyncio.StreamWriter,
+        stats: RelayStats,
+        clock: _ReadClock,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.relay = relay
+        self.backend_writer = backend_writer
+        self.backend = backend_writer.transport
+        self.stats = stats
+        self.clock = clock
+        self.loop = loop
+        self.done: asyncio.Future[HttpError | None] = loop.create_future()
+        self._draining: asyncio.Task[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        done = self.done
+        if done.done():
+            return
+        clock, relay = self.clock, self.relay
+        clock.last = self.loop.time()
+        try:
+            out = relay.feed(data)
+        except HttpError as exc:
+            self._end(exc)
+            return
+        except Exception as exc:  # not expected: ends the relay (the awaiting task raises it)
+            self.client.pause_reading()
+            done.set_exception(exc)
+            return
+        if relay.reader.partial_head:
+            if clock.head_deadline is None:  # the first bytes of a head: its deadline
+                clock.start_head()
+        elif clock.head_deadline is not None:
+            clock.head_deadline = None
+        if relay.requests:
+            stats = self.stats
+            stats.requests += relay.requests
+            stats.stripped_headers += relay.stripped
+            relay.requests = relay.stripped = 0
+        if out:
+            self.backend_writer.write(out)
+            if self.backend.get_write_buffer_size() > _CHUNK and self._draining is None:
+                # Flow control: no more reading (nor idle timeout) until the backend takes it.
+                self.client.pause_reading()
+                clock.reading = False
+                self._draining = self.loop.create_task(self._drain())
+        if relay.closed:  # "Connection: close": no further request
+            self._end(None)
+
+    async def _drain(self) -> None:
+        try:
+            await self.backend_writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            self._end(None)
+            return
+        finally:
+            self._draining = None
+        if not self.done.done():
+            self.clock.last = self.loop.time()
+            self.clock.reading = True
+            self.client.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        self._eof()
+        return self.stream.eof_received()  # type: ignore[attr-defined,no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._eof()  # as a stream read would end: an unfinished request is refused
+        else:
+            self._end(None)  # a reset: nothing more to do (as a read raising OSError)
+        if self._draining is not None:
+            self._draining.cancel()
+        self.stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.stream.resume_writing()
+
+    def stop(self) -> None:
+        """The relay is over: no more reading, no flow-control task left behind."""
+        self._end(None)
+        if self._draining is not None:
+            self._draining.cancel()
+
+    def _eof(self) -> None:
+        if not self.done.done():
+            try:
+                self.relay.feed_eof()
+            except HttpError as exc:
+                self._end(exc)
+            else:
+                self._end(None)
+
+    def _end(self, error: HttpError | None) -> None:
+        if not self.done.done():
+            with contextlib.suppress(RuntimeError):
+                self.client.pause_reading()  # bytes after the end stay unread, as before
+            self.done.set_result(error)
+
+
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: list[float]
 ) -> None:
@@ -249,15 +449,19 @@ async def _pipe(
         pass
 
 
-async def _quiet(down: asyncio.Future[None], last: list[float], quiet: float, limit: float) -> None:
-    """Wait until ``down`` ends, or has been silent for ``quiet`` seconds, or ``limit``."""
+async def _quiet(
+    down: asyncio.Future[None], last: Callable[[], float], quiet: float, limit: float
+) -> None:
+    """Wait until ``down`` ends, or has been silent for ``quiet`` seconds (since ``last()``, the
+    time of its last bytes, or since now), or ``limit``."""
     loop = asyncio.get_running_loop()
-    start = last[0] = max(last[0], loop.time())
+    start = loop.time()
     while not down.done():
         now = loop.time()
-        if now - last[0] >= quiet or now - start >= limit:
+        since = max(last(), start)
+        if now - since >= quiet or now - start >= limit:
             return
-        await asyncio.wait({down}, timeout=min(quiet - (now - last[0]), limit - (now - start)))
+        await asyncio.wait({down}, timeout=min(quiet - (now - since), limit - (now - start)))
 
 
 async def relay_http(
@@ -283,6 +487,7 @@ async def relay_http(
     relay = IdentityRelay(header, identity, max_head=max_head)
     loop = asyncio.get_running_loop()
     refused: list[HttpError] = []
+    feeding: list[_Upstream] = []  # the client transport's protocol, once switched
 
     async def upstream() -> None:
         task = asyncio.current_task()
@@ -290,8 +495,38 @@ async def relay_http(
         clock = _ReadClock(loop, task, idle_timeout, head_timeout)
         reader = relay.reader
         backend = backend_writer.transport
+        client = cast(asyncio.Transport, client_writer.transport)  # (uvloop: no subclass)
         try:
-            while not reader.closed:
+            if hasattr(client, "set_protocol") and not (
+                client.is_closing() or client_reader.at_eof() or client_reader.exception()
+            ):
+                # Client -> backend from the transport's callbacks; this task only waits (and
+                # is cancelled by the clock). What the stream read before the switch first.
+                proto = _Upstream(
+                    client.get_protocol(), client, relay, backend_writer, stats, clock, loop
+                )
+                feeding.append(proto)
+                client.set_protocol(proto)
+                client_reader.feed_eof()
+                early = await client_reader.read()
+                clock.reading = True
+                if early:
+                    proto.data_received(early)
+                try:
+                    error = await proto.done
+                except asyncio.CancelledError:
+                    if clock.expired is None or task.uncancel() > 0:
+                        raise  # not (only) ours: the relay is being stopped
+                    if clock.expired == "head-timeout":
+                        raise HttpError("head-timeout", "head not complete in time") from None
+                    log.info("http relay: client idle for %.0f s", idle_timeout)
+                    return
+                finally:
+                    clock.reading = False
+                if error is not None:
+                    raise error
+                return
+            while not reader.closed:  # (a transport without set_protocol: a reading loop)
                 clock.last = loop.time()
                 clock.reading = True
                 try:
@@ -343,8 +578,26 @@ async def relay_http(
                     if backend_writer.can_write_eof():
                         backend_writer.write_eof()
 
-    last = [0.0]
-    down = asyncio.ensure_future(_pipe(backend_reader, client_writer, last))
+    protocol: _Downstream | None = None
+    # (a cast: uvloop's transports are not asyncio.Transport subclasses, same methods)
+    backend = cast(asyncio.Transport, backend_writer.transport)
+    if hasattr(backend, "pause_reading") and not (
+        backend.is_closing() or backend_reader.at_eof() or backend_reader.exception()
+    ):
+        # Backend -> client from the transport's callbacks. What the stream read before the
+        # switch goes first (its end is fed: read() returns it without waiting).
+        proto = protocol = _Downstream(backend.get_protocol(), backend, client_writer, loop)
+        backend.set_protocol(proto)
+        backend_reader.feed_eof()
+        early = await backend_reader.read()
+        if early:
+            proto.data_received(early)
+        down: asyncio.Future[None] = proto.done
+        last: Callable[[], float] = proto.last_bytes
+    else:  # already closed, or not a plain transport: a copying task
+        times = [0.0]
+        down = asyncio.ensure_future(_pipe(backend_reader, client_writer, times))
+        last = functools.partial(times.__getitem__, 0)
     up = asyncio.ensure_future(upstream())
     try:
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
@@ -366,6 +619,10 @@ async def relay_http(
     finally:
         for task in (up, down):
             task.cancel()
+        if protocol is not None:
+            protocol.stop()  # nothing more for the client once the relay is over
+        for feeder in feeding:
+            feeder.stop()
     if refused:
         with contextlib.suppress(OSError):
             client_writer.write(_bad_request(refused[0].reason))

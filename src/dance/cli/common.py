@@ -356,6 +356,7 @@ async def run_service(
     reload: Callable[[TLSAResolver], None] | None,
     shutdown: Callable[[], Awaitable[int]],
     announce: Callable[[], None] = lambda: None,
+    cut_unit: str = "connection",
 ) -> None:
     """The life of a service command once it listens, the same for every one: SIGTERM and SIGINT
     stop it (``shutdown`` drains and returns how many connections were cut at the deadline),
@@ -414,7 +415,7 @@ async def run_service(
         announce()
         await stop.wait()
         cut = await shutdown()
-        print(f"dance {command}: stopped ({cut} connection(s) cut at the deadline)", flush=True)
+        print(f"dance {command}: stopped ({cut} {cut_unit}(s) cut at the deadline)", flush=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

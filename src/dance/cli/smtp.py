@@ -16,6 +16,7 @@ from dance.cli.common import (
     make_resolver,
     observe_service,
     parse_hostport,
+    run_service,
 )
 
 EXIT_OK = 0
@@ -214,9 +215,7 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     async def run(resolver: Any, current: dict[str, Any], observer: Any, index: int) -> None:
-        import signal
-
-        async with resolver:
+        async with resolver:  # closed by run_service too, or here if the start fails
             try:
                 proxy = await start_smtp_proxy(
                     listen[0],
@@ -236,45 +235,37 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot start: {exc}") from None
             current["proxy"] = proxy
-            loop = asyncio.get_running_loop()
-            stop = asyncio.Event()
 
-            def reload() -> None:
+            def reload(new_resolver: Any) -> None:
                 """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-                try:
-                    new_auth = Authenticator(make_resolver(args), allow=AllowList.parse(args.allow))
-                    proxy.core.reload(cert=args.cert, key=args.key, authenticator=new_auth)
-                except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
-                    log.error("reload refused (the previous configuration stays): %s", exc)
-                    print(f"dance smtp-proxy: reload refused, configuration unchanged: {exc}",
-                          flush=True)  # fmt: skip
-                    return
+                new_auth = Authenticator(new_resolver, allow=AllowList.parse(args.allow))
+                proxy.core.reload(cert=args.cert, key=args.key, authenticator=new_auth)
                 current["auth"] = new_auth
-                log.info("configuration reloaded")
-                print("dance smtp-proxy: configuration reloaded", flush=True)
 
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            loop.add_signal_handler(signal.SIGHUP, reload)
-            where = f"{proxy.host}:{proxy.port}"
-            if index == 0 and args.json:
-                out = {"listening": where, "backend": f"{backend[0]}:{backend[1]}"}
-                print(json.dumps(out), flush=True)
-            elif index == 0:
-                print(
-                    f"dance smtp-proxy: listening on {where}, backend "
-                    f"{backend[0]}:{backend[1]}, require TLS: "
-                    f"{'yes' if config.require_tls else 'no'}",
-                    flush=True,
-                )
+            def announce() -> None:
+                where = f"{proxy.host}:{proxy.port}"
+                if index == 0 and args.json:
+                    out = {"listening": where, "backend": f"{backend[0]}:{backend[1]}"}
+                    print(json.dumps(out), flush=True)
+                elif index == 0:
+                    print(
+                        f"dance smtp-proxy: listening on {where}, backend "
+                        f"{backend[0]}:{backend[1]}, require TLS: "
+                        f"{'yes' if config.require_tls else 'no'}",
+                        flush=True,
+                    )
+
             try:
-                await stop.wait()
-                cut = await proxy.drain(args.drain_timeout)
-                print(f"dance smtp-proxy: stopped ({cut} session(s) cut at the deadline)",
-                      flush=True)  # fmt: skip
+                await run_service(
+                    "smtp-proxy",
+                    args,
+                    resolver,
+                    reload=reload,
+                    shutdown=lambda: proxy.drain(args.drain_timeout),
+                    announce=announce,
+                    cut_unit="session",
+                )
             finally:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
                 log.info("smtp-proxy stats: %s %s", proxy.stats, proxy.core.stats.snapshot())
                 proxy.close()
                 await proxy.wait_closed()

@@ -18,6 +18,7 @@ from dance.cli.common import (
     observe_service,
     parse_hostport,
     require_limits,
+    run_service,
 )
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -306,7 +307,6 @@ def _raise_descriptor_limit(needed: int) -> None:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    import signal
     import ssl
 
     from dance.auth import AllowList, Authenticator
@@ -375,8 +375,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     async def run(
         resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
     ) -> None:
-        resolvers: list[TLSAResolver] = [resolver]
-        closing: set[asyncio.Task[None]] = set()
         auth = current["auth"]
         proxy = Proxy(config)
         try:
@@ -404,47 +402,26 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot start: {exc}") from None
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-
-        async def close_later(old: TLSAResolver) -> None:
-            await asyncio.sleep(args.lookup_timeout + 1)  # lookups still using it end first
-            await old.aclose()
-
-        def reload() -> None:
-            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            try:
-                new_allow = AllowList.parse(_allow_entries(args))
-                new_resolver = make_resolver(args)
-                new_auth = Authenticator(new_resolver, allow=new_allow)
-                server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
-                current["auth"] = new_auth
-            except (UsageError, ValueError, OSError, ssl.SSLError) as exc:
-                log.error("reload refused (the previous configuration stays): %s", exc)
-                print(f"dance proxy: reload refused, configuration unchanged: {exc}", flush=True)
-                return
-            task = loop.create_task(close_later(resolvers[-1]))
-            closing.add(task)
-            task.add_done_callback(closing.discard)
-            resolvers.append(new_resolver)
-            log.info("configuration reloaded")
-            print("dance proxy: configuration reloaded", flush=True)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
         current["tls"] = server.stats  # TLS outcomes by reason, read at scrape time
-        where = f"{server.host}:{server.port}"
-        if index == 0 and args.json:  # one announcement, not one per worker
-            print(json.dumps({"listening": where, "mode": args.mode}), flush=True)
-        elif index == 0:
-            print(
-                f"dance proxy: listening on {where}, {args.mode} mode, "
-                f"backend {backend[0]}:{backend[1]}",
-                flush=True,
-            )
-        try:
-            await stop.wait()
+
+        def reload(new_resolver: TLSAResolver) -> None:
+            """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
+            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
+            current["auth"] = new_auth
+
+        def announce() -> None:
+            where = f"{server.host}:{server.port}"
+            if index == 0 and args.json:  # one announcement, not one per worker
+                print(json.dumps({"listening": where, "mode": args.mode}), flush=True)
+            elif index == 0:
+                print(
+                    f"dance proxy: listening on {where}, {args.mode} mode, "
+                    f"backend {backend[0]}:{backend[1]}",
+                    flush=True,
+                )
+
+        async def shutdown() -> int:
             log.info(
                 "stopping: %d connection(s) get up to %g s to finish",
                 server.connections,
@@ -453,15 +430,13 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             cut = await server.shutdown(args.drain_timeout)
             if cut:
                 log.info("closed %d connection(s) still open at the deadline", cut)
-            print(f"dance proxy: stopped ({cut} connection(s) cut at the deadline)", flush=True)
+            return cut
+
+        try:
+            await run_service(
+                "proxy", args, resolver, reload=reload, shutdown=shutdown, announce=announce
+            )
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            for task in closing:
-                task.cancel()
-            for res in resolvers:
-                with contextlib.suppress(Exception):
-                    await res.aclose()
             log.info("proxy stats: %s", server.stats.snapshot())
             log.info("relay stats: %s", proxy.stats.snapshot())
 

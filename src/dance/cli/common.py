@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from dance.credentials import (
     CertificateChain,
@@ -426,3 +426,84 @@ async def run_service(
         for res in resolvers:
             with contextlib.suppress(Exception):
                 await res.aclose()
+
+
+def add_front_options(
+    p: argparse.ArgumentParser, *, idle_timeout: float = 300.0, idle_help: str = "0: none"
+) -> argparse._ArgumentGroup:
+    """The options of every DANCE TLS front (proxy, mqtt-proxy, ldap-proxy, radsec-proxy):
+    certificate, key, allow-list, extension codepoint, and the limits of `dance.tls.DanceServer`.
+    Returns the limits group, for the command's own limits."""
+    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
+    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME_OR_SUFFIX",
+        help="allowed client name, or .suffix for every name below it (repeatable)",
+    )
+    p.add_argument(
+        "--allow-file",
+        metavar="FILE",
+        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
+    )
+    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
+    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
+    lim.add_argument("--max-lookups", type=int, default=32, help="DNS lookups at once, max")
+    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--max-connections", type=int, default=512, help="connections at once")
+    lim.add_argument("--max-per-address", type=int, default=64, help="connections per client IP")
+    lim.add_argument(
+        "--handshake-rate",
+        type=float,
+        default=100.0,
+        metavar="N",
+        help="new connections per client IP and second, bursts of 2N (0: no limit; default 100)",
+    )
+    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    lim.add_argument("--idle-timeout", type=float, default=idle_timeout, metavar="S",
+                     help=idle_help)  # fmt: skip
+    lim.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, time given to established connections before they are closed",
+    )
+    return lim
+
+
+def front_limits(
+    args: argparse.Namespace, positive: Sequence[tuple[str, float]] = ()
+) -> dict[str, Any]:
+    """Check the options of :func:`add_front_options` (and the command's own ``positive``
+    ``(flag, value)`` pairs): one line and exit 2 when out of range. Returns the limits as
+    keyword arguments of `dance.tls.serve` / `DanceServer`."""
+    require_limits(
+        [
+            ("--max-pending", args.max_pending),
+            ("--max-lookups", args.max_lookups),
+            ("--max-connections", args.max_connections),
+            ("--max-per-address", args.max_per_address),
+        ],
+        [
+            ("--lookup-timeout", args.lookup_timeout),
+            ("--handshake-timeout", args.handshake_timeout),
+            *positive,
+        ],
+    )
+    if not args.handshake_rate >= 0:
+        raise UsageError("--handshake-rate must be 0 or more")
+    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
+        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    return {
+        "max_pending": args.max_pending,
+        "max_lookups": args.max_lookups,
+        "lookup_timeout": args.lookup_timeout,
+        "handshake_timeout": args.handshake_timeout,
+        "max_connections": args.max_connections,
+        "max_per_address": args.max_per_address,
+        "idle_timeout": args.idle_timeout or None,
+        "handshake_rate": args.handshake_rate,
+    }

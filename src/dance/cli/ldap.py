@@ -14,10 +14,11 @@ from typing import Any
 from dance.cli.common import (
     UsageError,
     add_dns_options,
+    add_front_options,
+    front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
-    require_limits,
     run_service,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
@@ -50,16 +51,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", help="LDAPS listener")
     p.add_argument("--listen-starttls", metavar="HOST:PORT", help="LDAP listener for StartTLS")
     p.add_argument("--ldapi", required=True, metavar="PATH", help="slapd's ldapi socket")
-    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="NAME_OR_SUFFIX",
-        help="allowed client name (_user.DOMAIN), or .suffix (repeatable)",
-    )
-    p.add_argument("--allow-file", metavar="FILE", help="more allowed names, one per line")
-    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
     p.add_argument(
         "--ca-hint",
         action="append",
@@ -69,21 +60,13 @@ def register(subparsers: Any) -> None:
         "are announced in the CertificateRequest, so that a client picks the right certificate; "
         "repeatable; hints only, acceptance is decided by DNS",
     )
-    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim = add_front_options(p)
     lim.add_argument("--max-pdu", type=int, default=256 * 1024, metavar="BYTES",
                      help="largest LDAP message from a client (default 262144)")  # fmt: skip
     lim.add_argument("--max-depth", type=int, default=32, metavar="N",
                      help="deepest nesting of BER elements (default 32)")  # fmt: skip
     lim.add_argument("--bind-timeout", type=float, default=10.0, metavar="S")
     lim.add_argument("--upstream-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--max-pending", type=int, default=64)
-    lim.add_argument("--max-lookups", type=int, default=32)
-    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--max-connections", type=int, default=512)
-    lim.add_argument("--max-per-address", type=int, default=64)
-    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S", help="0: none")
-    lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_ldap_proxy)
@@ -121,20 +104,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
     if ldaps is not None and plain is not None and ldaps[0] != plain[0]:
         raise UsageError("--listen and --listen-starttls must use the same host")
     codepoint = _codepoint(args.clientid_codepoint)
-    require_limits(
-        [
-            ("--max-pending", args.max_pending),
-            ("--max-lookups", args.max_lookups),
-            ("--max-connections", args.max_connections),
-            ("--max-per-address", args.max_per_address),
-        ],
-        [
-            ("--lookup-timeout", args.lookup_timeout),
-            ("--handshake-timeout", args.handshake_timeout),
-        ],
-    )
-    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
-        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    limits = front_limits(args)
     try:
         allow = AllowList.parse(_allow_entries(args))
         config = LDAPProxyConfig(
@@ -182,13 +152,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
                 authenticator=auth,
                 codepoint=codepoint,
                 observer=observer,
-                max_pending=args.max_pending,
-                max_lookups=args.max_lookups,
-                lookup_timeout=args.lookup_timeout,
-                handshake_timeout=args.handshake_timeout,
-                max_connections=args.max_connections,
-                max_per_address=args.max_per_address,
-                idle_timeout=args.idle_timeout or None,
+                **limits,
                 client_ca_names=hints,
             )
         except BridgeError as exc:

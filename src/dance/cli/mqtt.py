@@ -12,11 +12,12 @@ from typing import Any
 from dance.cli.common import (
     UsageError,
     add_dns_options,
+    add_front_options,
+    front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
-    require_limits,
     run_service,
 )
 from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
@@ -38,21 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--listen", required=True, metavar="HOST:PORT")
     p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the broker (loopback)")
-    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="NAME_OR_SUFFIX",
-        help="allowed client name, or .suffix for every name below it (repeatable)",
-    )
-    p.add_argument(
-        "--allow-file",
-        metavar="FILE",
-        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
-    )
-    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
-    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim = add_front_options(p, idle_help="0: none (MQTT keep-alive traffic counts as activity)")
     lim.add_argument(
         "--max-packet",
         type=int,
@@ -63,28 +50,6 @@ def register(subparsers: Any) -> None:
     lim.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                      help="time for the device's CONNECT to arrive")  # fmt: skip
     lim.add_argument("--broker-timeout", type=float, default=5.0, metavar="S")
-    lim.add_argument("--max-pending", type=int, default=64)
-    lim.add_argument("--max-lookups", type=int, default=32)
-    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--max-connections", type=int, default=512)
-    lim.add_argument("--max-per-address", type=int, default=64)
-    lim.add_argument(
-        "--handshake-rate",
-        type=float,
-        default=100.0,
-        metavar="N",
-        help="new connections per client IP and second, bursts of 2N (0: no limit; default 100)",
-    )
-    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
-                     help="0: none (MQTT keep-alive traffic counts as activity)")  # fmt: skip
-    lim.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="on SIGTERM, time given to established sessions before they are closed",
-    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_mqtt_proxy)
@@ -101,22 +66,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, "--listen")
     broker = parse_hostport(args.broker, "--broker")
     codepoint = _codepoint(args.clientid_codepoint)
-    require_limits(
-        [
-            ("--max-pending", args.max_pending),
-            ("--max-lookups", args.max_lookups),
-            ("--max-connections", args.max_connections),
-            ("--max-per-address", args.max_per_address),
-        ],
-        [
-            ("--lookup-timeout", args.lookup_timeout),
-            ("--handshake-timeout", args.handshake_timeout),
-        ],
-    )
-    if not args.handshake_rate >= 0:
-        raise UsageError("--handshake-rate must be 0 or more")
-    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
-        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    limits = front_limits(args)
     try:
         allow = AllowList.parse(_allow_entries(args))
         config = MQTTProxyConfig(
@@ -168,14 +118,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
                 key=args.key,
                 authenticator=current["auth"],
                 codepoint=codepoint,
-                max_pending=args.max_pending,
-                max_lookups=args.max_lookups,
-                lookup_timeout=args.lookup_timeout,
-                handshake_timeout=args.handshake_timeout,
-                max_connections=args.max_connections,
-                max_per_address=args.max_per_address,
-                idle_timeout=args.idle_timeout or None,
-                handshake_rate=args.handshake_rate,
+                **limits,
                 observer=observer,
                 reuse_port=args.workers > 1,
             )

@@ -16,6 +16,8 @@ from typing import Any
 from dance.cli.common import (
     UsageError,
     add_dns_options,
+    add_front_options,
+    front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
@@ -54,16 +56,6 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the shared secret with the RADIUS server (first line; the file must be 0600)",
     )
-    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="NAME_OR_SUFFIX",
-        help="allowed client name, or .suffix for every name below it (repeatable)",
-    )
-    p.add_argument("--allow-file", metavar="FILE",
-                   help="more allowed names, one per line; re-read on SIGHUP")  # fmt: skip
     p.add_argument(
         "--identity-attribute",
         default="32473:1",
@@ -75,23 +67,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="clients without dane_clientid: use the single SAN dNSName as their name",
     )
-    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
-    lim = p.add_argument_group("limits (each refusal is counted by reason)")
+    lim = add_front_options(
+        p, idle_timeout=600.0, idle_help="0: none (RadSec clients keep connections open)"
+    )
     lim.add_argument("--max-in-flight", type=int, default=32, metavar="N",
                      help="requests per connection awaiting the server (1-256)")  # fmt: skip
     lim.add_argument("--backend-timeout", type=float, default=10.0, metavar="S",
                      help="time for the server to answer a request")  # fmt: skip
-    lim.add_argument("--max-pending", type=int, default=64)
-    lim.add_argument("--max-lookups", type=int, default=32)
-    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--max-connections", type=int, default=512)
-    lim.add_argument("--max-per-address", type=int, default=64)
-    lim.add_argument("--handshake-rate", type=float, default=100.0, metavar="N",
-                     help="new connections per client IP and second (0: no limit)")  # fmt: skip
-    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--idle-timeout", type=float, default=600.0, metavar="S",
-                     help="0: none (RadSec clients keep connections open)")  # fmt: skip
-    lim.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_radsec_proxy)
@@ -127,27 +109,8 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
         else None
     )
     codepoint = _codepoint(args.clientid_codepoint)
-    require_limits(
-        [
-            ("--max-in-flight", args.max_in_flight),
-            ("--max-pending", args.max_pending),
-            ("--max-lookups", args.max_lookups),
-            ("--max-connections", args.max_connections),
-            ("--max-per-address", args.max_per_address),
-        ],
-        [
-            ("--backend-timeout", args.backend_timeout),
-            ("--lookup-timeout", args.lookup_timeout),
-            ("--handshake-timeout", args.handshake_timeout),
-        ],
-    )
-    for label, value in (
-        ("--idle-timeout", args.idle_timeout),
-        ("--drain-timeout", args.drain_timeout),
-        ("--handshake-rate", args.handshake_rate),
-    ):
-        if not value >= 0:
-            raise UsageError(f"{label} must be 0 or more")
+    require_limits([("--max-in-flight", args.max_in_flight)])
+    limits = front_limits(args, [("--backend-timeout", args.backend_timeout)])
     secret = read_secret(args.backend_secret_file)
     try:
         identity_attribute = IdentityAttribute.parse(args.identity_attribute)
@@ -194,14 +157,7 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
                 codepoint=codepoint,
                 observer=observer,
                 san_fallback=args.san_fallback,
-                max_pending=args.max_pending,
-                max_lookups=args.max_lookups,
-                lookup_timeout=args.lookup_timeout,
-                handshake_timeout=args.handshake_timeout,
-                handshake_rate=args.handshake_rate,
-                max_connections=args.max_connections,
-                max_per_address=args.max_per_address,
-                idle_timeout=args.idle_timeout or None,
+                **limits,
             )
         except BridgeError as exc:
             raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None

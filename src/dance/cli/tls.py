@@ -12,12 +12,13 @@ from typing import Any
 from dance.cli.common import (
     UsageError,
     add_dns_options,
+    add_front_options,
     client_name_arg,
+    front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
-    require_limits,
     run_service,
 )
 
@@ -55,21 +56,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--listen", required=True, metavar="HOST:PORT")
     p.add_argument("--backend", required=True, metavar="HOST:PORT")
-    p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="NAME_OR_SUFFIX",
-        help="allowed client name, or .suffix for every name below it (repeatable)",
-    )
-    p.add_argument(
-        "--allow-file",
-        metavar="FILE",
-        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
-    )
     p.add_argument("--mode", choices=("tcp", "http"), default="tcp")
-    p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
     p.add_argument("--tlv-type", default="0xE0", metavar="N", help="PROXY v2 TLV type (0xE0-0xEF)")
     p.add_argument("--header", default="X-DANCE-Client-ID", help="identity header (http mode)")
     p.add_argument(
@@ -77,31 +64,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="clients without dane_clientid: use the single SAN dNSName as their name",
     )
-    lim = p.add_argument_group("limits (each refusal is counted; see docs/tls.md)")
-    lim.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")
-    lim.add_argument("--max-lookups", type=int, default=32, help="DNS lookups at once, max")
-    lim.add_argument("--lookup-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument("--max-connections", type=int, default=512, help="connections at once")
-    lim.add_argument("--max-per-address", type=int, default=64, help="connections per client IP")
-    lim.add_argument(
-        "--handshake-rate",
-        type=float,
-        default=100.0,
-        metavar="N",
-        help="new connections per client IP and second, bursts of 2N (0: no limit; default 100)",
-    )
-    lim.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
-    lim.add_argument(
-        "--idle-timeout", type=float, default=300.0, metavar="S", help="0: no idle timeout"
-    )
+    lim = add_front_options(p, idle_help="0: no idle timeout")
     lim.add_argument("--backend-timeout", type=float, default=5.0, metavar="S")
-    lim.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="on SIGTERM, time given to established connections before they are closed",
-    )
     p.add_argument("--verbose", "-v", action="store_true")
     add_dns_options(p)
     p.set_defaults(func=cmd_proxy)
@@ -317,23 +281,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
     codepoint = _codepoint(args.clientid_codepoint)
-    require_limits(
-        [
-            ("--max-pending", args.max_pending),
-            ("--max-lookups", args.max_lookups),
-            ("--max-connections", args.max_connections),
-            ("--max-per-address", args.max_per_address),
-        ],
-        [
-            ("--lookup-timeout", args.lookup_timeout),
-            ("--handshake-timeout", args.handshake_timeout),
-            ("--backend-timeout", args.backend_timeout),
-        ],
-    )
-    if not args.handshake_rate >= 0:
-        raise UsageError("--handshake-rate must be 0 or more")
-    if not args.idle_timeout >= 0 or not args.drain_timeout >= 0:
-        raise UsageError("--idle-timeout and --drain-timeout must be 0 or more")
+    limits = front_limits(args, [("--backend-timeout", args.backend_timeout)])
     try:
         allow = AllowList.parse(_allow_entries(args))
         config = ProxyConfig(
@@ -387,15 +335,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 authenticator=auth,
                 codepoint=codepoint,
                 san_fallback=args.san_fallback,
-                max_pending=args.max_pending,
-                max_lookups=args.max_lookups,
-                lookup_timeout=args.lookup_timeout,
-                handshake_timeout=args.handshake_timeout,
-                max_connections=args.max_connections,
-                max_per_address=args.max_per_address,
-                idle_timeout=args.idle_timeout or None,
+                **limits,
                 observer=observer,
-                handshake_rate=args.handshake_rate,
                 reuse_port=args.workers > 1,
             )
         except BridgeError as exc:

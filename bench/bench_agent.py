@@ -10,9 +10,10 @@ nginx servers run side by side, each with one worker, TLS 1.3 only, session tick
 connection is a full handshake, the client always sends its P-256 certificate), both serving the
 same small static file. Client processes open a connection, send one GET, read the answer and
 close. Rounds alternate between the two servers; the ratio of the medians is reported. A third
-nginx (``--nginx-cache SECONDS``, default 5, 0 to leave it out) runs the same configuration with
-``proxy_cache`` on the auth subrequest (key: certificate and claimed name), showing the identity
-it passed on, which the clients check on every answer.
+nginx (``--nginx-cache SECONDS``, default 5, 0 to leave it out) runs the ready-made configuration
+of docs/http.md, which keeps the agent's answers (``proxy_cache`` on the auth subrequest, key:
+certificate and claimed name; ``nginx_conf(auth_cache=...)``), showing the identity it passed
+on, which the clients check on every answer.
 
     .venv/bin/python bench/bench_agent.py [--seconds 4] [--rounds 3] [--clients 3] [--quick]
 
@@ -144,29 +145,13 @@ def run_round(
     return ok / cpu if cpu > 0 else 0.0, ok, bad, cpu, last
 
 
-def _with_auth_cache(conf: str, work: Path, seconds: float) -> str:
-    """The docs configuration, with nginx keeping the agent's answers for ``seconds`` (key:
-    the certificate and the claimed name), and the identity it passes on shown to the client
-    (X-Seen-Client-ID: every answer counted as good must carry the right one)."""
-    cache = (
-        "proxy_pass http://dance_agent/auth;\n"
-        "            proxy_cache dance_auth;\n"
-        '            proxy_cache_key "$ssl_client_escaped_cert|$http_x_dance_client_name";\n'
-        f"            proxy_cache_valid 200 403 {seconds:g}s;\n"
-        "            proxy_ignore_headers Cache-Control;"
-    )
-    return (
-        conf.replace(
-            "upstream dance_agent {",
-            f"proxy_cache_path {work}/authcache keys_zone=dance_auth:1m max_size=10m "
-            "inactive=60s;\n    upstream dance_agent {",
-        )
-        .replace("proxy_pass http://dance_agent/auth;", cache)
-        .replace(
-            "add_header X-DANCE-Error $dance_error always;",
-            "add_header X-DANCE-Error $dance_error always;\n"
-            "            add_header X-Seen-Client-ID $dance_client_id always;",
-        )
+def _show_identity(conf: str) -> str:
+    """The identity nginx passes on, shown to the client too (X-Seen-Client-ID: every answer
+    counted as good must carry the right one)."""
+    return conf.replace(
+        "add_header X-DANCE-Error $dance_error always;",
+        "add_header X-DANCE-Error $dance_error always;\n"
+        "            add_header X-Seen-Client-ID $dance_client_id always;",
     )
 
 
@@ -248,11 +233,12 @@ def main() -> None:
                     agent_port=agent_port,
                     backend_port=1,
                     access_log=False,
+                    auth_cache=cache,  # the docs/http.md configuration when > 0
                 )
                 # Serve the static file (a real content handler) instead of proxying.
                 conf = conf.replace("proxy_pass http://127.0.0.1:1;", f"root {work}/html;")
                 if cache:
-                    conf = _with_auth_cache(conf, work, cache)
+                    conf = _show_identity(conf)
                 nginx = start_nginx(work, conf, port)
                 procs.append(nginx)
                 pids = [nginx.process.pid] + ([agent.process.pid] if agent_port else [])
@@ -314,10 +300,19 @@ def main() -> None:
             )
             if "+ nginx cache" in rates:
                 cached = statistics.median(rates["+ nginx cache"])
+                cached_pairs = [
+                    c / n for n, c in zip(alone_rates, rates["+ nginx cache"], strict=True) if n
+                ]
+                print(f"per round (cache)      : {', '.join(f'{r:.1%}' for r in cached_pairs)}")
+                out.note(
+                    "per-round ratios with the nginx cache "
+                    + ", ".join(f"{r:.2f}" for r in cached_pairs)
+                )
                 print(f"+ nginx cache {args.nginx_cache:g} s : {cached:7.0f} handshakes per "
                       f"CPU-second (median), {cached / alone:.1%} of nginx alone")  # fmt: skip
                 out.add(
-                    f"nginx + dance agent, nginx caching its answers {args.nginx_cache:g} s",
+                    f"nginx + dance agent, nginx caching its answers {args.nginx_cache:g} s "
+                    "(docs/http.md configuration)",
                     cached,
                     "/CPU-s",
                     peer="nginx alone, ssl_verify_client optional_no_ca",

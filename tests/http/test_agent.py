@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dance import certs as gen
+from dance.dns import LookupResult, Outcome
 from dance.http.agent import Agent
 from dance.http.core import HttpAuth
 from tests.http.common import (
@@ -157,6 +158,29 @@ def test_refusals_are_403_with_stable_codes(running: Running, ids: Identities) -
     ):
         assert stats.get(f"denied_{reason}", 0) >= 1, (reason, stats)
     assert "host.example.org" not in running.source.queries  # no query outside the allow-list
+
+
+def test_failures_are_marked_uncacheable(running: Running, ids: Identities) -> None:
+    """A refusal that reports a DNS failure carries X-Accel-Expires: 0 (a caching front end
+    must ask again); decisions (accepted, refused for the inputs) do not."""
+    for headers in (
+        {"Client-Cert": b64(ids.device)},
+        {"Client-Cert": b64(ids.impostor)},
+        {"Client-Cert": b64(ids.outsider)},
+        {"Client-Cert": "%%%"},
+    ):
+        r = ask(running.port, headers)
+        assert r.getheader("Cache-Control") == "no-store"
+        assert r.getheader("X-Accel-Expires") is None, headers
+
+    async def failing(name: str) -> LookupResult:
+        return LookupResult(Outcome.INDETERMINATE, (), 0.0, reason="timeout", name=name)
+
+    running.source.lookup_tlsa = failing  # type: ignore[method-assign]
+    r = ask(running.port, {"Client-Cert": b64(ids.issued)})
+    assert (r.status, r.getheader("X-DANCE-Error")) == (403, "not-authenticated")
+    assert r.getheader("X-Accel-Expires") == "0"
+    assert running.http_auth.stats()["denied_dns-indeterminate"] == 1
 
 
 def test_decisions_are_cached_through_the_authenticator(running: Running, ids: Identities) -> None:

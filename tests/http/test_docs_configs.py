@@ -38,3 +38,28 @@ def test_documented_haproxy_configuration_is_valid(tmp_path: Path) -> None:
         [haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=30, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _auth_location(conf: str) -> list[str]:
+    """The directives of ``location = /_dance_auth`` and ``proxy_cache_path``, comments and
+    layout removed."""
+    text = re.sub(r"#[^\n]*", "", conf)
+    block = re.search(r"location = /_dance_auth \{(.*?)\}", text, re.S)
+    path = re.search(r"proxy_cache_path ([^;]*);", text, re.S)
+    assert block is not None and path is not None
+    out = [" ".join(d.split()) for d in block.group(1).split(";") if d.strip()]
+    return [" ".join(path.group(1).split()[1:]), *out]
+
+
+def test_documented_nginx_cache_configuration_is_the_tested_one(tmp_path: Path) -> None:
+    """The nginx configuration printed in docs/http.md has the auth location (cache included)
+    that tests/http/test_nginx_cache.py and test_frontends.py run (5 s there as here)."""
+    from tests.http.frontends import nginx_conf
+
+    blocks = re.findall(r"```nginx\n(.*?)```", DOCS.read_text(), re.S)
+    documented = _auth_location(blocks[0])
+    tested = _auth_location(
+        nginx_conf(tmp_path, 1, server_tls(tmp_path), agent_port=2, backend_port=3, auth_cache=5)
+    )
+    assert documented == tested
+    assert 'proxy_cache_key "$ssl_client_escaped_cert|$http_x_dance_client_name"' in documented

@@ -159,6 +159,7 @@ def nginx(
         agent_port=agent.port,
         backend_port=backend,
         example2_port=example2,
+        auth_cache=5,  # the documented configuration (nginx keeps the agent's answers 5 s)
     )
     proc = start_nginx(work, conf, port)
     try:
@@ -269,15 +270,21 @@ def test_nginx_example2_wsgi_middleware(nginx: Proc, dns: Dns) -> None:
 def test_agent_counts_and_caches(agent: Proc, nginx: Proc, dns: Dns) -> None:
     import http.client
 
+    def stats() -> dict[str, int]:
+        conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+        conn.request("GET", "/stats")
+        out: dict[str, int] = json.loads(conn.getresponse().read())
+        conn.close()
+        return out
+
+    before = stats()
     for _ in range(3):
         assert https_get(nginx.port, cert=dns.clients.device)[0] == 200
-    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
-    conn.request("GET", "/stats")
-    stats = json.loads(conn.getresponse().read())
-    conn.close()
-    assert stats["auth_decision_cache_hits"] >= 2, stats
-    assert stats["accepted"] >= 3 and stats["denied"] >= 1
-    assert stats.get("auth_dns_lookups", 0) <= stats["auth_decision_cache_misses"]
+    after = stats()
+    # nginx keeps the answer (docs/http.md): at most the first of the three reaches the agent.
+    assert after["requests"] - before["requests"] <= 1, (before, after)
+    assert after["accepted"] >= 1 and after["denied"] >= 1
+    assert after.get("auth_dns_lookups", 0) <= after["auth_decision_cache_misses"]
 
 
 def test_haproxy_lua_httpclient(haproxy: Proc, dns: Dns) -> None:

@@ -9,6 +9,12 @@ ClientName (``X-DANCE-Client-Name``). The agent answers
   identities, ``X-DANCE-User``; or
 - ``403`` with ``X-DANCE-Error: <public code>``. Never anything else for bad input.
 
+Every answer carries ``Cache-Control: no-store``. A refusal that reports a failure rather than a
+decision (the DNS did not answer or did not validate, an internal error) also carries
+``X-Accel-Expires: 0``: a front end configured to keep the agent's answers for a few seconds
+(nginx ``proxy_cache`` with ``proxy_ignore_headers Cache-Control``, docs/http.md) still never
+keeps those, so the next request is decided afresh.
+
 ``GET /healthz`` answers 200, ``GET /stats`` the counters as JSON. Connections from addresses
 outside ``trusted_proxies`` (loopback by default) are closed at accept, before anything is read.
 
@@ -70,6 +76,11 @@ _SLICE: Final = 8 * 1024  # bytes parsed at a time (stops at once when writing i
 _BATCH: Final = 8
 
 _REASONS = {200: b"OK", 403: b"Forbidden", 404: b"Not Found"}
+# Refusals that report a failure, not a decision about the inputs: never to be kept by a cache
+# in front (the Authenticator does not keep them either).
+UNCACHEABLE_REASONS: Final = frozenset(
+    {"dns-indeterminate", "dns-bogus", "internal-error", "timeout"}
+)
 
 
 def default_max_connections() -> int:
@@ -279,6 +290,8 @@ class Agent:
                     self._accepted.clear()
                 self._accepted[key] = answer
             return answer
+        if ident.reason in UNCACHEABLE_REASONS:
+            return _response(403, [("X-DANCE-Error", ident.code), ("X-Accel-Expires", "0")])
         return _response(403, [("X-DANCE-Error", ident.code)])
 
     def refuse(self, reason: str, code: str = BAD_CERTIFICATE) -> bytes:

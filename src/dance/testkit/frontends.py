@@ -46,11 +46,16 @@ def wait_port(proc: Proc, timeout: float = 15.0) -> None:
     raise RuntimeError(f"port {proc.port} not ready:\n{proc.logs()}")
 
 
-def start_agent(workdir: Path, dns_port: int, anchor: str, args: Sequence[str]) -> Proc:
+def start_agent(
+    workdir: Path, dns_port: int, anchor: str, args: Sequence[str], *, port: int | None = None
+) -> Proc:
+    """`dance agent` on 127.0.0.1:``port`` (a free one by default; the same port again to
+    restart an agent behind a front end that already knows it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     anchor_file = workdir / "anchor.txt"
     anchor_file.write_text(anchor)
-    port = free_port()
+    if port is None:
+        port = free_port()
     log = workdir / "agent.log"
     cmd = [
         *DANCE,
@@ -66,7 +71,7 @@ def start_agent(workdir: Path, dns_port: int, anchor: str, args: Sequence[str]) 
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     proc = Proc(process, port, log)
     wait_port(proc)
@@ -98,6 +103,10 @@ def client_files(workdir: Path, name: str, cert: x509.Certificate, key: Any) -> 
     return cert_path, key_path
 
 
+# Every input the agent reads, exactly as nginx sends them to it (see docs/http.md).
+AUTH_CACHE_KEY = "$ssl_client_escaped_cert|$http_x_dance_client_name"
+
+
 def nginx_conf(
     workdir: Path,
     port: int,
@@ -108,14 +117,35 @@ def nginx_conf(
     example2_port: int | None = None,
     workers: int = 1,
     access_log: bool = True,
+    auth_cache: float = 0.0,
+    auth_cache_key: str = AUTH_CACHE_KEY,
+    auth_cache_valid: str = "200 403",
 ) -> str:
-    """The docs/http.md configuration, with test paths and ports filled in."""
+    """The docs/http.md configuration, with test paths and ports filled in.
+
+    ``auth_cache`` > 0: nginx keeps the agent's answers that many seconds (docs/http.md,
+    "Caching decisions in nginx"; the documented configuration uses 5). ``auth_cache_key`` and
+    ``auth_cache_valid`` exist for control runs with a deliberately wrong configuration.
+    """
     user = "user root root;\n" if os.geteuid() == 0 else ""
     temp = "\n".join(
         f"    {kind}_temp_path {workdir}/{kind}_temp;"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     log = f"access_log {workdir}/access.log;" if access_log else "access_log off;"
+    cache = cache_path = ""
+    if auth_cache > 0 and agent_port is not None:
+        cache_path = (
+            f"    proxy_cache_path {workdir}/dance_auth_cache levels=1:2 keys_zone=dance_auth:10m\n"
+            "                     max_size=64m inactive=60s use_temp_path=off;\n"
+        )
+        cache = f"""
+            proxy_pass_request_headers off;
+            proxy_cache dance_auth;
+            proxy_cache_key "{auth_cache_key}";
+            proxy_cache_valid {auth_cache_valid} {auth_cache:g}s;
+            proxy_cache_lock on;
+            proxy_ignore_headers Cache-Control;"""
     protected = (
         f"""
         location / {{
@@ -132,7 +162,7 @@ def nginx_conf(
 
         location = /_dance_auth {{
             internal;
-            proxy_pass http://dance_agent/auth;
+            proxy_pass http://dance_agent/auth;{cache}
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header Client-Cert $ssl_client_escaped_cert;
@@ -150,7 +180,7 @@ def nginx_conf(
     )
     upstream = (
         f"""
-    upstream dance_agent {{
+{cache_path}    upstream dance_agent {{
         server 127.0.0.1:{agent_port};
         keepalive 32;
     }}

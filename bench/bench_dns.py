@@ -15,6 +15,11 @@
 
 Run: .venv/bin/python bench/bench_dns.py [--rounds N] [--quick] [--no-peer] (figures on stdout
 and in bench/results/bench_dns.json; ``--quick``: 100 rounds, no peer).
+
+``--compare SRC`` (a ``src`` directory of another checkout, e.g. from ``git archive``) also runs
+cold lookups, Knot direct, alternately with that code and with this checkout's, each batch in a
+fresh process (``--batches`` of ``--rounds`` / ``--batches`` rounds per side), and reports both
+medians (wall and CPU) and their ratio: a before/after comparison under the same load.
 """
 
 from __future__ import annotations
@@ -64,6 +69,54 @@ for _ in range(rounds):
     samples.append(time.perf_counter() - t)
 print(statistics.median(samples) * 1e3)
 """
+
+
+COMPARE_SCRIPT = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from dance.dns import Outcome, TLSAResolver, TrustAnchors
+port, rounds, name = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+anchors = TrustAnchors.from_text(sys.stdin.read())
+
+async def run(n):
+    wall, cpu = [], []
+    for _ in range(n):
+        resolver = TLSAResolver(("127.0.0.1", port), anchors=anchors, recursion_desired=False)
+        t, c = time.perf_counter(), time.process_time()
+        result = await resolver.lookup_tlsa(name)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        assert result.outcome is Outcome.SECURE, result
+        await resolver.aclose()
+    return wall, cpu
+
+asyncio.run(run(20))  # warm-up (imports, first parses)
+print(json.dumps(asyncio.run(run(rounds))))
+"""
+
+
+def compare(
+    src: str, port: int, anchor_text: str, rounds: int, batches: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Cold lookups alternately with the code in ``src`` ("before") and this checkout ("after")."""
+    import json
+
+    out: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "after": ([], [])}
+    per_batch = max(1, rounds // batches)
+    for i in range(2 * batches):
+        side = "before" if i % 2 == 0 else "after"
+        path = src if side == "before" else str(ROOT / "src")
+        result = subprocess.run(
+            [sys.executable, "-c", COMPARE_SCRIPT, path, str(port), str(per_batch), NAME],
+            input=anchor_text,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
+        out[side][0].extend(wall)
+        out[side][1].extend(cpu)
+    return out
 
 
 def ensure_peer() -> Path | None:
@@ -121,6 +174,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 rounds, no peer (bench-quick)")
     parser.add_argument("--no-peer", action="store_true", help="skip dane-discovery")
     parser.add_argument("--profile", help="cProfile the cold lookups (Knot direct) into FILE")
+    parser.add_argument("--compare", metavar="SRC", help="also run SRC's code alternately")
+    parser.add_argument("--batches", type=int, default=6, help="batches per side (--compare)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.no_peer = min(args.rounds, 100), True
@@ -174,6 +229,9 @@ def main() -> None:
             if args.profile:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
+            compared = None
+            if args.compare:
+                compared = compare(args.compare, knot.port, anchor_text, args.rounds, args.batches)
             via_unbound = asyncio.run(cold_lookups(unbound.port, anchors, args.rounds, rd=True))
             warm_zone = asyncio.run(warm_zone_lookups(knot.port, anchors, args.rounds))
             peer_ms: float | None = None
@@ -215,6 +273,20 @@ def main() -> None:
             f"  (dance cold / peer = {med / peer_ms:.2f})"
         )
     out = Results("bench_dns", quick=args.quick)
+    if compared is not None:
+        (bw, bc), (aw, ac) = compared["before"], compared["after"]
+        b_wall, a_wall = statistics.median(bw) * 1e3, statistics.median(aw) * 1e3
+        b_cpu, a_cpu = statistics.median(bc) * 1e3, statistics.median(ac) * 1e3
+        print(
+            f"  alternating, {len(aw)} lookups a side, fresh processes: before {b_wall:6.2f} ms "
+            f"(CPU {b_cpu:6.2f}), after {a_wall:6.2f} ms (CPU {a_cpu:6.2f}): "
+            f"{a_wall / b_wall:.2f}x wall, {a_cpu / b_cpu:.2f}x CPU"
+        )
+        before = f"the code before the change ({args.compare}), same run, alternating"
+        out.add("cold validated lookup, alternating with the code before (after)", a_wall, "ms",
+                peer=before, peer_value=b_wall, target="<= 2")  # fmt: skip
+        out.add("cold validated lookup CPU, alternating with the code before (after)", a_cpu,
+                "ms", peer=before, peer_value=b_cpu)  # fmt: skip
     peer = "dane-discovery 0.22 via Unbound (no validation)" if peer_ms is not None else None
     out.add("cold validated lookup, 2 levels below the anchor (Knot direct)", med, "ms",
             peer=peer, peer_value=peer_ms, target="<= 2")  # fmt: skip

@@ -42,6 +42,7 @@ from dance.dns.transport import (
     UdpExchange,
     UdpTransport,
     answers,
+    clear_templates,
     is_loopback,
     make_query,
 )
@@ -59,8 +60,9 @@ from dance.dns.validator import (
     required_zone,
     validate_answer,
 )
+from dance.dns.validator import clear_shared_memos as _clear_validator_memos
 
-__all__ = ["ConfigurationError", "TLSAResolver"]
+__all__ = ["ConfigurationError", "TLSAResolver", "clear_shared_memos"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,14 @@ DS = dns.rdatatype.DS
 DNSKEY = dns.rdatatype.DNSKEY
 CNAME = dns.rdatatype.CNAME
 _random = random.SystemRandom()
+
+
+def clear_shared_memos() -> None:
+    """Forget what every resolver of the process shares (parsed public keys, signatures already
+    verified, query wire templates): the next lookup then does all the work a new process
+    would. For benchmarks ("cold process") and tests."""
+    _clear_validator_memos()
+    clear_templates()
 
 
 class ConfigurationError(ValueError):

@@ -44,6 +44,7 @@ __all__ = [
     "UdpExchange",
     "UdpTransport",
     "answers",
+    "clear_templates",
     "is_loopback",
     "make_query",
     "query_wire",
@@ -65,6 +66,11 @@ _DO = 0x8000
 _TEMPLATES: dict[tuple[tuple[bytes, ...], int, int, int], bytes] = {}
 _TEMPLATES_MAX = 4096
 _random = random.SystemRandom()
+
+
+def clear_templates() -> None:
+    """Forget the cached query templates."""
+    _TEMPLATES.clear()
 
 
 def make_query(qname: dns.name.Name, rdtype: int, flags: int, qid: int) -> dns.message.Message:

@@ -56,6 +56,7 @@ __all__ = [
     "ZoneKeys",
     "check_rcode",
     "classify_ds",
+    "clear_shared_memos",
     "is_referral",
     "keys_from_anchor",
     "keys_from_ds",
@@ -175,6 +176,11 @@ class ZoneKeys:
             by_tag.setdefault((tag, key.algorithm), []).append(key)
         return cls(zone, expires, {k: tuple(v) for k, v in by_tag.items()})
 
+    def _remember(self, memo: bytes) -> None:
+        if len(self._verified) >= _MEMO_SIZE:
+            self._verified.clear()
+        self._verified.add(memo)
+
     def _public_key(self, key: DNSKEY) -> object | None:
         ident = _ident(key)
         if ident not in self._public:
@@ -194,9 +200,14 @@ class ZoneKeys:
             data = _signature_data(rrset, sig)
         except Exception:
             return False
-        memo = hashlib.sha256(data).digest() + sig.signature
+        digest = hashlib.sha256(data).digest()
+        memo = digest + sig.signature
         if memo in self._verified:
             return True
+        for key in candidates:  # checked by another resolver of the process: no work
+            if (_ident(key), digest, sig.signature) in _VERIFIED:
+                self._remember(memo)
+                return True
         for key in candidates:
             budget.spend()
             public = self._public_key(key)
@@ -209,9 +220,10 @@ class ZoneKeys:
             except Exception:  # a malformed signature for this algorithm
                 log.debug("signature check raised", exc_info=True)
                 continue
-            if len(self._verified) >= _MEMO_SIZE:
-                self._verified.clear()
-            self._verified.add(memo)
+            self._remember(memo)
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED.add((_ident(key), digest, sig.signature))
             return True
         return False
 
@@ -220,6 +232,21 @@ class ZoneKeys:
 #: function of the bytes: a key seen again, e.g. by a new resolver, is not parsed again).
 _PUBLIC_KEYS: dict[_KeyIdent, object | None] = {}
 _PUBLIC_KEYS_MAX = 1024
+
+#: Signatures that verified, shared by every resolver of the process: (the key's RDATA fields,
+#: SHA-256 of the signed data, the signature). A pure fact about those bytes (the RRSIG's
+#: validity period, signer and labels are checked by the caller every time); it spares the
+#: public-key operation when a new resolver, or a zone's keys fetched again after their TTL,
+#: meets the same signature. Only successes are kept; cleared when full.
+_VERIFIED: set[tuple[_KeyIdent, bytes, bytes]] = set()
+_VERIFIED_MAX = 4096
+
+
+def clear_shared_memos() -> None:
+    """Forget the parsed public keys and verified signatures shared by every resolver of the
+    process (see :func:`dance.dns.resolver.clear_shared_memos`)."""
+    _PUBLIC_KEYS.clear()
+    _VERIFIED.clear()
 
 
 def _parsed_public_key(ident: _KeyIdent, key: DNSKEY, zone: dns.name.Name) -> object | None:

@@ -309,7 +309,7 @@ def main() -> None:
         )
     out = Results("bench_dns", quick=args.quick)
     if compared is not None:
-        before = f"the code before the change ({args.compare}), same run, alternating"
+        before = "the code before the change (--compare), same run, alternating"
         for label, suffix in (("", ""), (" cold", ", cold process")):
             (bw, bc) = compared["before" + label]
             (aw, ac) = compared["after" + label]

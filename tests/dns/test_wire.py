@@ -234,3 +234,59 @@ def test_resolver_udp_refused_is_network(world: World) -> None:
 
     r = asyncio.run(go())
     assert r.outcome is Outcome.INDETERMINATE and r.reason == Reason.NETWORK
+
+
+def test_exchange_closed_when_the_waiter_is_cancelled() -> None:
+    def silent(query: dns.message.Message) -> list[bytes]:
+        return []
+
+    async def go() -> None:
+        server, _proto, port = await _serve(silent)
+        try:
+            transport = UdpTransport(("127.0.0.1", port), 5.0)
+            exchange = transport.exchange()
+            task = asyncio.ensure_future(
+                transport.query_name(exchange, dns.name.from_text("a.test"), 52, 0)
+            )
+            await asyncio.sleep(0.05)
+            assert not exchange.closed
+            exchange.release()
+            assert not exchange.closed  # a query is pending
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert exchange.closed
+        finally:
+            server.close()
+
+    asyncio.run(go())
+
+
+def test_lookup_cut_by_its_deadline_closes_its_sockets(world: World) -> None:
+    """A lookup ended by its deadline while its queries wait: the socket is closed once they
+    time out."""
+    from tests.dns.test_transport import NetServer
+
+    net = NetServer(world.server)
+    net.silent_udp = True
+    opened: list[UdpExchange] = []
+
+    class Counting(UdpTransport):
+        def exchange(self) -> UdpExchange:
+            ex = super().exchange()
+            opened.append(ex)
+            return ex
+
+    async def go() -> LookupResult:
+        async with net.run() as port:
+            resolver = TLSAResolver(
+                ("127.0.0.1", port), anchors=world.anchors, clock=lambda: NOW,
+                transport=Counting(("127.0.0.1", port), 0.3), deadline=0.0001,
+            )  # fmt: skip
+            result = await resolver.lookup_tlsa("sensor7._device.example.test")
+            await asyncio.sleep(0.6)  # the queries' own timeouts
+            return result
+
+    r = asyncio.run(go())
+    assert r.outcome is Outcome.INDETERMINATE and r.reason == Reason.TIMEOUT
+    assert opened and all(ex.closed for ex in opened)

@@ -116,7 +116,7 @@ class _Lookup:
     sent ahead for the chain of trust (by name and type) and, with the UDP transport, the
     socket the lookup's queries share."""
 
-    __slots__ = ("budget", "exchange", "now", "prefetched", "queries")
+    __slots__ = ("budget", "exchange", "finished", "now", "prefetched", "queries")
 
     def __init__(self, now: float, limits: Limits) -> None:
         self.now = now
@@ -124,9 +124,11 @@ class _Lookup:
         self.queries = 0
         self.prefetched: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]] = {}
         self.exchange: UdpExchange | None = None
+        self.finished = False
 
     def finish(self) -> None:
         """Cancel the queries sent ahead and not used; release the socket."""
+        self.finished = True
         for fut in self.prefetched.values():
             if fut.done():
                 if not fut.cancelled():
@@ -646,6 +648,8 @@ class TLSAResolver:
                     # the query wire from a template, over the lookup's own socket
                     if ctx.exchange is None:
                         ctx.exchange = transport.exchange()
+                        if ctx.finished:  # the lookup ended before this query started
+                            ctx.exchange.release()  # closed once its query is over
                     qid, response = await transport.query_name(ctx.exchange, qname, rdtype, flags)
                 else:
                     query = make_query(qname, rdtype, flags, _random.randrange(65536))

@@ -240,7 +240,11 @@ class UdpTransport:
         """Send the query for (``qname``, ``rdtype``) with ``flags`` over ``exchange``; return
         its ID and the matching response (over TCP when the UDP answer was truncated)."""
         qid, fut = exchange.send(qname, rdtype, flags)
-        response = await fut
+        try:
+            response = await fut
+        except asyncio.CancelledError:
+            exchange.cancel(qid)
+            raise
         if response.flags & dns.flags.TC and self.tcp_fallback:
             if self._tcp is None:
                 self._tcp = StreamTransport(self.server, self.timeout)
@@ -348,7 +352,9 @@ class UdpExchange:
             return
         entry.timer.cancel()
         if not entry.fut.done():
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, asyncio.CancelledError):
+                entry.fut.cancel()
+            elif isinstance(outcome, BaseException):
                 entry.fut.set_exception(outcome)
             else:
                 entry.fut.set_result(outcome)
@@ -386,6 +392,10 @@ class UdpExchange:
             log.debug("ignoring mismatched UDP response from %s", self.server)
             return
         self._finish(response.id, response)
+
+    def cancel(self, qid: int) -> None:
+        """Stop waiting for the answer to query ``qid``."""
+        self._finish(qid, asyncio.CancelledError())
 
     def release(self) -> None:
         """The lookup is over: queries nobody waits for are dropped, and the socket is closed

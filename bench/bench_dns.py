@@ -3,8 +3,9 @@
 * A cold lookup with full validation through a loopback authoritative server (Knot), two zone
   levels below the trust anchor (anchor `test.`, zones `example.test.` and
   `_device.example.test.`): target <= 2 ms median (the lookup's CPU time is reported too).
-  Every iteration uses a new resolver, so the DNSKEY/DS chain is fetched and every signature
-  verified each time.
+  Every iteration uses a new resolver, so the DNSKEY/DS chain is fetched and validated each
+  time (a signature an earlier resolver of the process verified is not verified again; the
+  "cold process" row forgets that too before each lookup).
 * The same through a validating Unbound in front of Knot (Unbound's cache warm; dance still
   validates everything itself from the anchor).
 * The peer in the same run: `dane-discovery` 0.22 (PyPI), resolving the same name through its own
@@ -15,6 +16,11 @@
 
 Run: .venv/bin/python bench/bench_dns.py [--rounds N] [--quick] [--no-peer] (figures on stdout
 and in bench/results/bench_dns.json; ``--quick``: 100 rounds, no peer).
+
+``--compare SRC`` (a ``src`` directory of another checkout, e.g. from ``git archive``) also runs
+cold lookups, Knot direct, alternately with that code and with this checkout's, each batch in a
+fresh process (``--batches`` of ``--rounds`` / ``--batches`` rounds per side), and reports both
+medians (wall and CPU) and their ratio: a before/after comparison under the same load.
 """
 
 from __future__ import annotations
@@ -64,6 +70,83 @@ for _ in range(rounds):
     samples.append(time.perf_counter() - t)
 print(statistics.median(samples) * 1e3)
 """
+
+
+COMPARE_SCRIPT = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from dance.dns import Outcome, TLSAResolver, TrustAnchors
+try:
+    from dance.dns.resolver import clear_shared_memos
+except ImportError:  # older code: only the parsed public keys were shared
+    from dance.dns import validator
+    def clear_shared_memos():
+        getattr(validator, "_PUBLIC_KEYS", {}).clear()
+port, rounds, name = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+anchors = TrustAnchors.from_text(sys.stdin.read())
+
+async def run(n, cold_process=False):
+    wall, cpu = [], []
+    for _ in range(n):
+        resolver = TLSAResolver(("127.0.0.1", port), anchors=anchors, recursion_desired=False)
+        if cold_process:
+            clear_shared_memos()
+        t, c = time.perf_counter(), time.process_time()
+        result = await resolver.lookup_tlsa(name)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        assert result.outcome is Outcome.SECURE, result
+        await resolver.aclose()
+    return wall, cpu
+
+asyncio.run(run(20))  # warm-up (imports, first parses)
+print(json.dumps([asyncio.run(run(rounds)), asyncio.run(run(rounds, True))]))
+"""
+
+
+Samples = dict[str, tuple[list[float], list[float]]]
+
+
+def compare(src: str, port: int, anchor_text: str, rounds: int, batches: int) -> Samples:
+    """Cold lookups alternately with the code in ``src`` ("before") and this checkout ("after"),
+    as the benchmark defines them (a new resolver) and from a cold process (what every resolver
+    of the process shares forgotten first: "before cold", "after cold")."""
+    import json
+
+    out: Samples = {k: ([], []) for k in ("before", "after", "before cold", "after cold")}
+    per_batch = max(1, rounds // batches)
+    for i in range(2 * batches):
+        side = "before" if i % 2 == 0 else "after"
+        path = src if side == "before" else str(ROOT / "src")
+        result = subprocess.run(
+            [sys.executable, "-c", COMPARE_SCRIPT, path, str(port), str(per_batch), NAME],
+            input=anchor_text,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        warm, cold = json.loads(result.stdout.strip().splitlines()[-1])
+        for key, (wall, cpu) in ((side, warm), (f"{side} cold", cold)):
+            out[key][0].extend(wall)
+            out[key][1].extend(cpu)
+    return out
+
+
+async def cold_process_lookups(port: int, anchors: TrustAnchors, rounds: int) -> list[float]:
+    """CPU time of cold lookups that also find nothing shared by other resolvers of the
+    process (parsed public keys, verified signatures, query templates)."""
+    from dance.dns.resolver import clear_shared_memos
+
+    cpu = []
+    for _ in range(rounds):
+        resolver = TLSAResolver(("127.0.0.1", port), anchors=anchors, recursion_desired=False)
+        clear_shared_memos()
+        started = time.process_time()
+        result = await resolver.lookup_tlsa(NAME)
+        cpu.append(time.process_time() - started)
+        assert result.outcome is Outcome.SECURE, result
+        await resolver.aclose()
+    return cpu
 
 
 def ensure_peer() -> Path | None:
@@ -121,6 +204,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 rounds, no peer (bench-quick)")
     parser.add_argument("--no-peer", action="store_true", help="skip dane-discovery")
     parser.add_argument("--profile", help="cProfile the cold lookups (Knot direct) into FILE")
+    parser.add_argument("--compare", metavar="SRC", help="also run SRC's code alternately")
+    parser.add_argument("--batches", type=int, default=6, help="batches per side (--compare)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.no_peer = min(args.rounds, 100), True
@@ -174,6 +259,10 @@ def main() -> None:
             if args.profile:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
+            cold_process = asyncio.run(cold_process_lookups(knot.port, anchors, args.rounds))
+            compared = None
+            if args.compare:
+                compared = compare(args.compare, knot.port, anchor_text, args.rounds, args.batches)
             via_unbound = asyncio.run(cold_lookups(unbound.port, anchors, args.rounds, rd=True))
             warm_zone = asyncio.run(warm_zone_lookups(knot.port, anchors, args.rounds))
             peer_ms: float | None = None
@@ -201,6 +290,11 @@ def main() -> None:
         f"  cold lookup + full validation, Knot direct, 2 levels below anchor: {med:6.2f} ms"
         f"  (target <= 2 ms) {'OK' if med <= 2 else 'OVER TARGET'}; CPU {cpu_med:6.2f} ms"
     )
+    cold_process_med = statistics.median(cold_process) * 1e3
+    print(
+        f"  the same, cold process (nothing shared by earlier resolvers):       CPU "
+        f"{cold_process_med:6.2f} ms"
+    )
     print(
         f"  cold lookup + full validation via Unbound (dance validates):       "
         f"{statistics.median(via_unbound) * 1e3:6.2f} ms"
@@ -215,17 +309,41 @@ def main() -> None:
             f"  (dance cold / peer = {med / peer_ms:.2f})"
         )
     out = Results("bench_dns", quick=args.quick)
+    if compared is not None:
+        before = "the code before the change (--compare), same run, alternating"
+        for label, suffix in (("", ""), (" cold", ", cold process")):
+            (bw, bc) = compared["before" + label]
+            (aw, ac) = compared["after" + label]
+            b_wall, a_wall = statistics.median(bw) * 1e3, statistics.median(aw) * 1e3
+            b_cpu, a_cpu = statistics.median(bc) * 1e3, statistics.median(ac) * 1e3
+            print(
+                f"  alternating{suffix}, {len(aw)} lookups a side: before {b_wall:6.2f} ms "
+                f"(CPU {b_cpu:6.2f}), after {a_wall:6.2f} ms (CPU {a_cpu:6.2f}): "
+                f"{a_wall / b_wall:.2f}x wall, {a_cpu / b_cpu:.2f}x CPU"
+            )
+            out.add(f"cold validated lookup{suffix}, alternating with the code before", a_wall,
+                    "ms", peer=before, peer_value=b_wall, target="<= 2")  # fmt: skip
+            out.add(f"cold validated lookup CPU{suffix}, alternating with the code before", a_cpu,
+                    "ms", peer=before, peer_value=b_cpu)  # fmt: skip
     peer = "dane-discovery 0.22 via Unbound (no validation)" if peer_ms is not None else None
     out.add("cold validated lookup, 2 levels below the anchor (Knot direct)", med, "ms",
             peer=peer, peer_value=peer_ms, target="<= 2")  # fmt: skip
     out.add("cold validated lookup: CPU of the lookup", cpu_med, "ms")
+    out.add("cold validated lookup, cold process: CPU of the lookup", cold_process_med, "ms")
     out.add("cold validated lookup via Unbound (dance validates)",
             statistics.median(via_unbound) * 1e3, "ms")  # fmt: skip
     out.add("new name in a zone whose keys are cached", statistics.median(warm_zone) * 1e3, "ms")
     out.note(
-        "Every cold lookup uses a new resolver: the DNSKEY/DS chain is fetched and every "
-        "signature verified each time; the server (Knot) runs on the same machine."
+        "Every cold lookup uses a new resolver: the DNSKEY/DS chain is fetched and validated "
+        "each time; signatures and public keys already checked by an earlier resolver of the "
+        "process are remembered, except in the 'cold process' rows (nothing shared is left). "
+        "The server (Knot) runs on the same machine."
     )
+    if compared is not None:
+        out.note(
+            "'alternating with the code before': --compare ran cold lookups with the code before "
+            "the change and this checkout in turns, each batch in a fresh process, same Knot."
+        )
     out.write()
 
 

@@ -48,6 +48,13 @@ def test_from_text_ds_dnskey_directives() -> None:
     merged = anchors.merged(TrustAnchors.builtin_root())
     assert merged.closest(dns.name.from_text("example.org.")) is not None
     assert merged.closest(dns.name.from_text("a.example.test.")) == ex
+    # case-insensitive, the deepest anchor wins, the zone itself counts, a sibling does not
+    assert anchors.closest(dns.name.from_text("A.B.EXAMPLE.Test.")) == ex
+    assert anchors.closest(dns.name.from_text("example.test.")) == ex
+    assert anchors.closest(dns.name.from_text("xexample.test.")) is None
+    assert anchors.closest(dns.name.from_text("test.")) is None
+    assert merged.closest(dns.name.from_text("xexample.test.")) is not None  # the root
+    assert merged.closest(dns.name.from_text("xexample.test.")) != ex
 
 
 def test_from_file(tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ class ZoneAnchor:
     dnskeys: tuple[DNSKEY, ...] = ()
 
 
+def _lower(name: dns.name.Name) -> tuple[bytes, ...]:
+    return tuple(label.lower() for label in name.labels)
+
+
 @dataclass(frozen=True)
 class TrustAnchors:
     """A set of trust anchors keyed by zone name.
@@ -51,6 +55,9 @@ class TrustAnchors:
     """
 
     zones: dict[dns.name.Name, ZoneAnchor] = field(default_factory=dict)
+    _by_labels: dict[tuple[bytes, ...], ZoneAnchor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # -- constructors -------------------------------------------------------------------
     @classmethod
@@ -125,14 +132,18 @@ class TrustAnchors:
 
     def closest(self, name: dns.name.Name) -> ZoneAnchor | None:
         """The anchor of the closest enclosing zone of ``name`` (or ``name`` itself)."""
-        candidate = name
-        while True:
-            anchor = self.zones.get(candidate)
+        by_labels = self._by_labels
+        if by_labels is None:  # lower-cased label tuples: no Name built or hashed per step
+            by_labels = {_lower(zone): anchor for zone, anchor in self.zones.items()}
+            object.__setattr__(self, "_by_labels", by_labels)
+        if not name.is_absolute():
+            return None
+        labels = _lower(name)
+        for i in range(len(labels)):
+            anchor = by_labels.get(labels[i:])
             if anchor is not None:
                 return anchor
-            if candidate == dns.name.root:
-                return None
-            candidate = candidate.parent()
+        return None
 
     def __iter__(self) -> Iterator[ZoneAnchor]:
         return iter(self.zones.values())

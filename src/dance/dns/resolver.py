@@ -39,9 +39,12 @@ from dance.dns.transport import (
     MalformedResponse,
     StreamTransport,
     Transport,
+    UdpExchange,
     UdpTransport,
+    answers,
+    clear_templates,
     is_loopback,
-    response_matches,
+    make_query,
 )
 from dance.dns.validator import (
     Answer,
@@ -57,8 +60,9 @@ from dance.dns.validator import (
     required_zone,
     validate_answer,
 )
+from dance.dns.validator import clear_shared_memos as _clear_validator_memos
 
-__all__ = ["ConfigurationError", "TLSAResolver"]
+__all__ = ["ConfigurationError", "TLSAResolver", "clear_shared_memos"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,15 @@ TLSA = dns.rdatatype.TLSA
 DS = dns.rdatatype.DS
 DNSKEY = dns.rdatatype.DNSKEY
 CNAME = dns.rdatatype.CNAME
-EDNS_PAYLOAD = 1232
+_random = random.SystemRandom()
+
+
+def clear_shared_memos() -> None:
+    """Forget what every resolver of the process shares (parsed public keys, signatures already
+    verified, query wire templates): the next lookup then does all the work a new process
+    would. For benchmarks ("cold process") and tests."""
+    _clear_validator_memos()
+    clear_templates()
 
 
 class ConfigurationError(ValueError):
@@ -100,24 +112,31 @@ _ZoneEntry = ZoneKeys | _NotCut | _Insecure | _Failed
 
 
 class _Lookup:
-    """Per-lookup state: the time, the signature budget, the query count, and the queries
-    sent ahead for the chain of trust (by name and type)."""
+    """Per-lookup state: the time, the signature budget, the query count, the queries
+    sent ahead for the chain of trust (by name and type) and, with the UDP transport, the
+    socket the lookup's queries share."""
 
-    __slots__ = ("budget", "now", "prefetched", "queries")
+    __slots__ = ("budget", "exchange", "finished", "now", "prefetched", "queries")
 
     def __init__(self, now: float, limits: Limits) -> None:
         self.now = now
         self.budget = Budget(limits)
         self.queries = 0
         self.prefetched: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]] = {}
+        self.exchange: UdpExchange | None = None
+        self.finished = False
 
-    def cancel_prefetched(self) -> None:
+    def finish(self) -> None:
+        """Cancel the queries sent ahead and not used; release the socket."""
+        self.finished = True
         for fut in self.prefetched.values():
             if fut.done():
                 if not fut.cancelled():
                     fut.exception()  # mark retrieved
             else:
                 fut.cancel()
+        if self.exchange is not None:
+            self.exchange.release()
 
 
 #: The chain of trust is asked for ahead of the answer only this many zone levels below the
@@ -361,7 +380,7 @@ class TLSAResolver:
                 anchor = self.anchors.closest(name)
                 if anchor is None:
                     raise Stop(Outcome.INSECURE, Reason.NO_ANCHOR, now + self.cache_config.max_ttl)
-                query = asyncio.ensure_future(self._query(ctx, name, qtype))
+                query = self._query(ctx, name, qtype)
                 if hop == 0:
                     self._ask_chain_early(ctx, anchor, name)
                 msg = await query
@@ -377,7 +396,7 @@ class TLSAResolver:
         except Stop as stop:
             return stop.outcome, stop.reason, None, stop.expires or now
         finally:
-            ctx.cancel_prefetched()
+            ctx.finish()
 
     def _ask_chain_early(self, ctx: _Lookup, anchor: ZoneAnchor, name: dns.name.Name) -> None:
         """Send, with the query for the answer, the DNSKEY and DS queries the chain of trust
@@ -408,7 +427,7 @@ class TLSAResolver:
             return
         for key in wanted:
             if key not in ctx.prefetched:
-                ctx.prefetched[key] = asyncio.ensure_future(self._query(ctx, *key))
+                ctx.prefetched[key] = self._query(ctx, *key)
 
     async def _judge(
         self, ctx: _Lookup, qname: dns.name.Name, qtype: int, msg: dns.message.Message
@@ -477,7 +496,7 @@ class TLSAResolver:
             if fut is None:
                 fut = ctx.prefetched.get((name, rdtype))  # asked for with the answer
                 if fut is None:
-                    fut = asyncio.ensure_future(self._query(ctx, name, rdtype))
+                    fut = self._query(ctx, name, rdtype)
                 tasks[(name, rdtype)] = fut
             return fut
 
@@ -561,6 +580,8 @@ class TLSAResolver:
             check_rcode(msg)
         except Stop as stop:
             return stop.outcome, stop.reason, None, now
+        finally:
+            ctx.finish()
         if not msg.flags & dns.flags.AD:
             return Outcome.INSECURE, Reason.AD_CLEAR, None, now
         name = qname
@@ -585,16 +606,22 @@ class TLSAResolver:
         return Outcome.SECURE_ABSENT, reason, None, now + self.cache_config.negative_ttl
 
     # -- queries ------------------------------------------------------------------------
-    async def _query(self, ctx: _Lookup, qname: dns.name.Name, rdtype: int) -> dns.message.Message:
+    def _query(
+        self, ctx: _Lookup, qname: dns.name.Name, rdtype: int
+    ) -> asyncio.Future[dns.message.Message]:
+        """A future for the response (a query in flight for the same name and type joined while
+        young); it raises :class:`Stop` for what the lookup must stop at."""
         ctx.queries += 1
         if ctx.queries > self.limits.max_queries:
-            raise Stop(Outcome.BOGUS, Reason.TOO_MANY_QUERIES)
+            over: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
+            over.set_exception(Stop(Outcome.BOGUS, Reason.TOO_MANY_QUERIES))
+            return over
         key = (qname, rdtype)
         started = time.monotonic()
         entry = self._inflight_queries.get(key)
         if entry is None or started - entry[1] > self._join_window:
             fut: asyncio.Future[dns.message.Message] = asyncio.ensure_future(
-                self._send(qname, rdtype)
+                self._send(ctx, qname, rdtype)
             )
             self._inflight_queries[key] = (fut, started)
 
@@ -608,24 +635,26 @@ class TLSAResolver:
         else:
             fut = entry[0]
             self._counters["deduplicated_queries"] += 1
-        return await asyncio.shield(fut)
+        return asyncio.shield(fut)
 
-    async def _send(self, qname: dns.name.Name, rdtype: int) -> dns.message.Message:
-        query = dns.message.make_query(
-            qname,
-            dns.rdatatype.RdataType.make(rdtype),
-            use_edns=0,
-            want_dnssec=True,
-            payload=EDNS_PAYLOAD,
-        )
-        query.id = random.SystemRandom().randrange(65536)
+    async def _send(self, ctx: _Lookup, qname: dns.name.Name, rdtype: int) -> dns.message.Message:
         flags = dns.flags.RD if self.recursion_desired else 0
         flags |= dns.flags.AD if self.trust_ad else dns.flags.CD
-        query.flags = flags
         self._counters["queries"] += 1
+        transport = self.transport
         try:
             async with self._semaphore:
-                response = await self.transport.query(query)
+                if isinstance(transport, UdpTransport):
+                    # the query wire from a template, over the lookup's own socket
+                    if ctx.exchange is None:
+                        ctx.exchange = transport.exchange()
+                        if ctx.finished:  # the lookup ended before this query started
+                            ctx.exchange.release()  # closed once its query is over
+                    qid, response = await transport.query_name(ctx.exchange, qname, rdtype, flags)
+                else:
+                    query = make_query(qname, rdtype, flags, _random.randrange(65536))
+                    response = await transport.query(query)
+                    qid = query.id
         except TimeoutError:
             raise Stop(Outcome.INDETERMINATE, Reason.TIMEOUT) from None
         except MalformedResponse:
@@ -634,7 +663,9 @@ class TLSAResolver:
             raise Stop(Outcome.INDETERMINATE, Reason.NETWORK) from None
         except dns.exception.DNSException:
             raise Stop(Outcome.INDETERMINATE, Reason.MALFORMED) from None
-        if not isinstance(response, dns.message.Message) or not response_matches(query, response):
+        if not isinstance(response, dns.message.Message) or not answers(
+            qid, qname, rdtype, response
+        ):
             raise Stop(Outcome.INDETERMINATE, Reason.MALFORMED)
         if response.flags & dns.flags.TC:
             raise Stop(Outcome.INDETERMINATE, Reason.TRUNCATED)

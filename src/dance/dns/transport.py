@@ -5,6 +5,12 @@ A transport sends one query message and returns the matching response. It raises
 :class:`MalformedResponse` for answers that cannot be parsed. The resolver checks the ID and the
 question of every response again, so custom transports (for example an in-memory responder in
 tests) need only implement :class:`Transport`.
+
+The resolver's own UDP path does not build :class:`dns.message.Message` queries: it renders the
+query wire from a cached template (:func:`query_wire`, byte for byte what dnspython renders, which
+a test checks) and sends the queries of one lookup over one connected socket
+(:class:`UdpExchange`), matching each answer by ID, question and flags like
+:func:`response_matches`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -24,14 +31,23 @@ from typing import Protocol, runtime_checkable
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
+import dns.rdataclass
+import dns.rdatatype
 
 __all__ = [
+    "EDNS_PAYLOAD",
     "MalformedResponse",
     "StreamTransport",
     "Transport",
+    "UdpExchange",
     "UdpTransport",
+    "answers",
+    "clear_templates",
     "is_loopback",
+    "make_query",
+    "query_wire",
     "response_matches",
     "spki_pin",
 ]
@@ -39,6 +55,64 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_UDP = 65535
+#: The EDNS0 UDP payload size the resolver advertises.
+EDNS_PAYLOAD = 1232
+#: Datagrams read from one socket per event-loop wake-up (a flood cannot starve the loop).
+_READ_BATCH = 64
+
+_OPT = 41
+_IN = 1
+_DO = 0x8000
+_TEMPLATES: dict[tuple[tuple[bytes, ...], int, int, int], bytes] = {}
+_TEMPLATES_MAX = 4096
+_random = random.SystemRandom()
+
+
+def clear_templates() -> None:
+    """Forget the cached query templates."""
+    _TEMPLATES.clear()
+
+
+def make_query(qname: dns.name.Name, rdtype: int, flags: int, qid: int) -> dns.message.Message:
+    """The query the resolver sends: EDNS0 with DO, ``payload`` :data:`EDNS_PAYLOAD`, ``flags``
+    (RD, CD or AD as configured) and ID ``qid``."""
+    query = dns.message.make_query(
+        qname,
+        dns.rdatatype.RdataType.make(rdtype),
+        use_edns=0,
+        want_dnssec=True,
+        payload=EDNS_PAYLOAD,
+    )
+    query.id = qid
+    query.flags = flags
+    return query
+
+
+def query_wire(qname: dns.name.Name, rdtype: int, flags: int, qid: int) -> bytes:
+    """The wire form of :func:`make_query` (the same octets as its ``to_wire()``), from a cached
+    template per (name as written, type, flags) with the ID patched in.
+
+    ``qname`` must be absolute; ``rdtype`` and ``flags`` are 16-bit values.
+    """
+    key = (qname.labels, rdtype, flags, EDNS_PAYLOAD)
+    tail = _TEMPLATES.get(key)
+    if tail is None:
+        if not qname.is_absolute():
+            raise ValueError("query names must be absolute")
+        name = qname.to_wire()
+        assert name is not None
+        # header after the ID (flags, QD=1, AN=0, NS=0, AR=1), question, OPT RR with DO set
+        tail = (
+            struct.pack("!HHHHH", flags, 1, 0, 0, 1)
+            + name
+            + struct.pack("!HH", rdtype, _IN)
+            + b"\x00"
+            + struct.pack("!HHIH", _OPT, EDNS_PAYLOAD, _DO, 0)
+        )
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = tail
+    return qid.to_bytes(2, "big") + tail
 
 
 class MalformedResponse(Exception):
@@ -70,6 +144,19 @@ def response_matches(query: dns.message.Message, response: dns.message.Message) 
         return False
     q, r = query.question[0], response.question[0]
     return bool(q.name == r.name and q.rdtype == r.rdtype and q.rdclass == r.rdclass)
+
+
+def answers(qid: int, qname: dns.name.Name, rdtype: int, response: dns.message.Message) -> bool:
+    """Whether ``response`` answers the query (``qid``, ``qname``, ``rdtype``, class IN): ID, QR
+    flag, opcode and the single question must match."""
+    if response.id != qid or not response.flags & dns.flags.QR:
+        return False
+    if response.opcode() != dns.opcode.QUERY:
+        return False
+    if len(response.question) != 1:
+        return False
+    r = response.question[0]
+    return bool(r.name == qname and r.rdtype == rdtype and r.rdclass == dns.rdataclass.IN)
 
 
 def _parse(wire: bytes) -> dns.message.Message:
@@ -143,9 +230,194 @@ class UdpTransport:
         finally:
             sock.close()
 
+    def exchange(self) -> UdpExchange:
+        """A socket for the queries of one lookup (see :meth:`query_name`)."""
+        return UdpExchange(self.server, self.timeout)
+
+    async def query_name(
+        self, exchange: UdpExchange, qname: dns.name.Name, rdtype: int, flags: int
+    ) -> tuple[int, dns.message.Message]:
+        """Send the query for (``qname``, ``rdtype``) with ``flags`` over ``exchange``; return
+        its ID and the matching response (over TCP when the UDP answer was truncated)."""
+        qid, fut = exchange.send(qname, rdtype, flags)
+        try:
+            response = await fut
+        except asyncio.CancelledError:
+            exchange.cancel(qid)
+            raise
+        if response.flags & dns.flags.TC and self.tcp_fallback:
+            if self._tcp is None:
+                self._tcp = StreamTransport(self.server, self.timeout)
+            msg = make_query(qname, rdtype, flags, qid)
+            response = await self._tcp.query(msg)
+            return msg.id, response
+        return qid, response
+
     async def aclose(self) -> None:
         if self._tcp is not None:
             await self._tcp.aclose()
+
+
+class _Pending:
+    __slots__ = ("fut", "malformed", "qname", "rdtype", "timer")
+
+    def __init__(
+        self,
+        qname: dns.name.Name,
+        rdtype: int,
+        fut: asyncio.Future[dns.message.Message],
+        timer: asyncio.TimerHandle,
+    ) -> None:
+        self.qname = qname
+        self.rdtype = rdtype
+        self.fut = fut
+        self.timer = timer
+        self.malformed: MalformedResponse | None = None
+
+
+class UdpExchange:
+    """One connected UDP socket (random source port, opened on the first query) carrying the
+    queries of one lookup, each with its own random ID; the kernel drops datagrams from any
+    other address or port.
+
+    Every datagram is parsed and must match a pending query's ID, question and flags
+    (:func:`answers`); anything else is ignored, and a query that then times out after an
+    unparsable datagram reports :class:`MalformedResponse` (as :class:`UdpTransport` does). A
+    network error on the socket (e.g. ICMP port unreachable) fails every pending query.
+    :meth:`release` ends the lookup's use: the socket is closed once no query is pending.
+    """
+
+    def __init__(self, server: tuple[str, int], timeout: float) -> None:
+        self.server = server
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._sock: socket.socket | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._released = False
+        self.queries = 0
+
+    def _open(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.server[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(self.server)
+            self._loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        return sock
+
+    def send(
+        self, qname: dns.name.Name, rdtype: int, flags: int
+    ) -> tuple[int, asyncio.Future[dns.message.Message]]:
+        """Send a query; return its ID and a future for the matching response."""
+        fut: asyncio.Future[dns.message.Message] = self._loop.create_future()
+        qid = _random.randrange(65536)
+        while qid in self._pending:
+            qid = _random.randrange(65536)
+        try:
+            wire = query_wire(qname, rdtype, flags, qid)
+            sock = self._sock if self._sock is not None else self._open()
+        except (OSError, ValueError) as exc:
+            fut.set_exception(exc)
+            return qid, fut
+        timer = self._loop.call_later(self.timeout, self._expire, qid)
+        self._pending[qid] = _Pending(qname, rdtype, fut, timer)
+        self.queries += 1
+        try:
+            sock.send(wire)
+        except (BlockingIOError, InterruptedError):  # send buffer full: wait for room
+            task = self._loop.create_task(self._loop.sock_sendall(sock, wire))
+            task.add_done_callback(functools.partial(self._sent, qid=qid))
+        except OSError as exc:  # may report an earlier datagram's ICMP error: fail them all
+            self._fail_all(exc)
+        return qid, fut
+
+    def _fail_all(self, exc: OSError) -> None:
+        for qid in list(self._pending):
+            self._finish(qid, OSError(exc.errno, exc.strerror))
+
+    def _sent(self, task: asyncio.Task[None], *, qid: int) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, OSError):
+            self._fail_all(exc)
+        elif exc is not None:
+            self._finish(qid, exc)
+
+    def _finish(self, qid: int, outcome: dns.message.Message | BaseException) -> None:
+        entry = self._pending.pop(qid, None)
+        if entry is None:
+            return
+        entry.timer.cancel()
+        if not entry.fut.done():
+            if isinstance(outcome, asyncio.CancelledError):
+                entry.fut.cancel()
+            elif isinstance(outcome, BaseException):
+                entry.fut.set_exception(outcome)
+            else:
+                entry.fut.set_result(outcome)
+        if self._released and not self._pending:
+            self._close()
+
+    def _expire(self, qid: int) -> None:
+        entry = self._pending.get(qid)
+        if entry is not None:
+            self._finish(qid, entry.malformed if entry.malformed is not None else TimeoutError())
+
+    def _readable(self) -> None:
+        sock = self._sock
+        for _ in range(_READ_BATCH):
+            if sock is None or self._sock is not sock:
+                return
+            try:
+                data = sock.recv(MAX_UDP)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable on the connected socket
+                self._fail_all(exc)
+                return
+            self._datagram(data)
+
+    def _datagram(self, data: bytes) -> None:
+        try:
+            response = _parse(data)
+        except MalformedResponse as exc:
+            for waiting in self._pending.values():  # keep listening: it may be spoofed garbage
+                waiting.malformed = exc
+            return
+        entry = self._pending.get(response.id)
+        if entry is None or not answers(response.id, entry.qname, entry.rdtype, response):
+            log.debug("ignoring mismatched UDP response from %s", self.server)
+            return
+        self._finish(response.id, response)
+
+    def cancel(self, qid: int) -> None:
+        """Stop waiting for the answer to query ``qid``."""
+        self._finish(qid, asyncio.CancelledError())
+
+    def release(self) -> None:
+        """The lookup is over: queries nobody waits for are dropped, and the socket is closed
+        once nothing is pending."""
+        self._released = True
+        for qid, entry in list(self._pending.items()):
+            if entry.fut.done():  # its waiter was cancelled
+                self._pending.pop(qid)
+                entry.timer.cancel()
+        if not self._pending:
+            self._close()
+
+    def _close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    @property
+    def closed(self) -> bool:
+        """True when no socket is open (none yet, or closed after :meth:`release`)."""
+        return self._sock is None
 
 
 class StreamTransport:

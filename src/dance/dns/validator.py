@@ -56,6 +56,7 @@ __all__ = [
     "ZoneKeys",
     "check_rcode",
     "classify_ds",
+    "clear_shared_memos",
     "is_referral",
     "keys_from_anchor",
     "keys_from_ds",
@@ -129,6 +130,13 @@ class Budget:
 
 _MEMO_SIZE = 4096
 
+#: What identifies a DNSKEY (its RDATA fields: flags, protocol, algorithm, public key).
+_KeyIdent = tuple[int, int, int, bytes]
+
+
+def _ident(key: DNSKEY) -> _KeyIdent:
+    return (key.flags, key.protocol, key.algorithm, key.key)
+
 
 @dataclass(frozen=True, eq=False)
 class ZoneKeys:
@@ -141,24 +149,40 @@ class ZoneKeys:
 
     zone: dns.name.Name
     expires: float
-    by_tag: dict[tuple[int, int], dns.rdataset.Rdataset] = field(repr=False)
-    _public: dict[bytes, object] = field(default_factory=dict, repr=False)
+    #: (key tag, algorithm) -> the distinct keys with that tag, in the order of the RRset
+    by_tag: dict[tuple[int, int], tuple[DNSKEY, ...]] = field(repr=False)
+    _public: dict[_KeyIdent, object] = field(default_factory=dict, repr=False)
     _verified: set[bytes] = field(default_factory=set, repr=False)
 
     @classmethod
-    def build(cls, zone: dns.name.Name, keys: Iterable[DNSKEY], expires: float) -> ZoneKeys:
-        by_tag: dict[tuple[int, int], dns.rdataset.Rdataset] = {}
+    def build(
+        cls,
+        zone: dns.name.Name,
+        keys: Iterable[DNSKEY],
+        expires: float,
+        tags: dict[_KeyIdent, int] | None = None,
+    ) -> ZoneKeys:
+        """Index ``keys`` by tag (``tags``: key tags already computed, by :func:`_ident`)."""
+        by_tag: dict[tuple[int, int], list[DNSKEY]] = {}
+        seen: set[_KeyIdent] = set()
         for key in keys:
-            tag = dns.dnssec.key_id(key)
-            rds = by_tag.get((tag, key.algorithm))
-            if rds is None:
-                rds = dns.rdataset.Rdataset(IN, DNSKEY_T)
-                by_tag[(tag, key.algorithm)] = rds
-            rds.add(key)
-        return cls(zone, expires, by_tag)
+            ident = _ident(key)
+            if ident in seen:  # the same key twice (an RRset holds distinct records)
+                continue
+            seen.add(ident)
+            tag = tags.get(ident) if tags is not None else None
+            if tag is None:
+                tag = dns.dnssec.key_id(key)
+            by_tag.setdefault((tag, key.algorithm), []).append(key)
+        return cls(zone, expires, {k: tuple(v) for k, v in by_tag.items()})
+
+    def _remember(self, memo: bytes) -> None:
+        if len(self._verified) >= _MEMO_SIZE:
+            self._verified.clear()
+        self._verified.add(memo)
 
     def _public_key(self, key: DNSKEY) -> object | None:
-        ident = key.to_digestable()
+        ident = _ident(key)
         if ident not in self._public:
             self._public[ident] = _parsed_public_key(ident, key, self.zone)
         return self._public[ident]
@@ -167,7 +191,7 @@ class ZoneKeys:
         self,
         rrset: dns.rrset.RRset,
         sig: RRSIG,
-        candidates: dns.rdataset.Rdataset,
+        candidates: Iterable[DNSKEY],
         now: float,
         budget: Budget,
     ) -> bool:
@@ -176,9 +200,14 @@ class ZoneKeys:
             data = _signature_data(rrset, sig)
         except Exception:
             return False
-        memo = hashlib.sha256(data).digest() + sig.signature
+        digest = hashlib.sha256(data).digest()
+        memo = digest + sig.signature
         if memo in self._verified:
             return True
+        for key in candidates:  # checked by another resolver of the process: no work
+            if (_ident(key), digest, sig.signature) in _VERIFIED:
+                self._remember(memo)
+                return True
         for key in candidates:
             budget.spend()
             public = self._public_key(key)
@@ -191,20 +220,36 @@ class ZoneKeys:
             except Exception:  # a malformed signature for this algorithm
                 log.debug("signature check raised", exc_info=True)
                 continue
-            if len(self._verified) >= _MEMO_SIZE:
-                self._verified.clear()
-            self._verified.add(memo)
+            self._remember(memo)
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED.add((_ident(key), digest, sig.signature))
             return True
         return False
 
 
 #: Public keys parsed from DNSKEY RDATA, shared by every resolver of the process (a pure
 #: function of the bytes: a key seen again, e.g. by a new resolver, is not parsed again).
-_PUBLIC_KEYS: dict[bytes, object | None] = {}
+_PUBLIC_KEYS: dict[_KeyIdent, object | None] = {}
 _PUBLIC_KEYS_MAX = 1024
 
+#: Signatures that verified, shared by every resolver of the process: (the key's RDATA fields,
+#: SHA-256 of the signed data, the signature). A pure fact about those bytes (the RRSIG's
+#: validity period, signer and labels are checked by the caller every time); it spares the
+#: public-key operation when a new resolver, or a zone's keys fetched again after their TTL,
+#: meets the same signature. Only successes are kept; cleared when full.
+_VERIFIED: set[tuple[_KeyIdent, bytes, bytes]] = set()
+_VERIFIED_MAX = 4096
 
-def _parsed_public_key(ident: bytes, key: DNSKEY, zone: dns.name.Name) -> object | None:
+
+def clear_shared_memos() -> None:
+    """Forget the parsed public keys and verified signatures shared by every resolver of the
+    process (see :func:`dance.dns.resolver.clear_shared_memos`)."""
+    _PUBLIC_KEYS.clear()
+    _VERIFIED.clear()
+
+
+def _parsed_public_key(ident: _KeyIdent, key: DNSKEY, zone: dns.name.Name) -> object | None:
     if ident in _PUBLIC_KEYS:
         return _PUBLIC_KEYS[ident]
     public: object | None
@@ -386,8 +431,8 @@ def verify_rrset(
 # ---------------------------------------------------------------------------------------------
 
 
-def _ds_matches(zone: dns.name.Name, key: DNSKEY, ds: DS) -> bool:
-    if ds.algorithm != key.algorithm or ds.key_tag != dns.dnssec.key_id(key):
+def _ds_matches(zone: dns.name.Name, key: DNSKEY, tag: int, ds: DS) -> bool:
+    if ds.algorithm != key.algorithm or ds.key_tag != tag:
         return False
     try:
         made = dns.dnssec.make_ds(zone, key, ds.digest_type)
@@ -421,19 +466,23 @@ def _keys_from_dnskey_msg(
     if len(rrset) > limits.max_dnskeys:
         raise Stop(Outcome.BOGUS, Reason.TOO_LARGE)
     usable = [rd for rd in rrset if isinstance(rd, DNSKEY) and _usable_key(rd)]
+    tags = {_ident(k): dns.dnssec.key_id(k) for k in usable}  # each key's tag computed once
     anchored = {(k.algorithm, k.key) for k in anchor_keys}
     trusted = [
         k
         for k in usable
-        if (k.algorithm, k.key) in anchored or any(_ds_matches(zone, k, d) for d in ds)
+        if (k.algorithm, k.key) in anchored
+        or any(_ds_matches(zone, k, tags[_ident(k)], d) for d in ds)
     ]
     if not trusted:
         raise Stop(Outcome.BOGUS, Reason.NO_DS_MATCH)
-    trusted_keys = ZoneKeys.build(zone, trusted, cap)
+    trusted_keys = ZoneKeys.build(zone, trusted, cap, tags)
     _sig, expires = verify_rrset(
         rrset, _sigs(msg.answer, zone, DNSKEY_T), trusted_keys, now, limits, budget
     )
-    return ZoneKeys.build(zone, usable, min(cap, expires))
+    keys = ZoneKeys.build(zone, usable, min(cap, expires), tags)
+    keys._public.update(trusted_keys._public)  # the keys parsed for the self-signature
+    return keys
 
 
 def keys_from_anchor(

@@ -276,6 +276,26 @@ def test_legitimate_request_answered_behind_100_non_readers(ids: Identities) -> 
         assert not agent.connections
 
 
+def test_non_reader_dropped_after_the_idle_timeout(ids: Identities) -> None:
+    """A non-reader held back for ``idle_timeout`` is dropped, counted once, and its connection
+    is really gone (a plain close would wait for it to take the unsent answers)."""
+    http_auth, _ = make_http_auth(ids)
+    agent = Agent(http_auth, idle_timeout=1.0, head_timeout=30)
+    request = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    with _AgentThread(agent) as port, _pipeline(port, request, 5000) as s:
+        deadline = time.monotonic() + 30
+        while agent.connections and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not agent.connections
+        time.sleep(1.5)  # several sweeps: counted once
+        assert agent.refused == {"write-timeout": 1}
+        s.setblocking(True)
+        s.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):  # a reset, or the end
+            while s.recv(65536):
+                pass
+
+
 def test_untrusted_source_closed_at_accept(ids: Identities) -> None:
     http_auth, source = make_http_auth(ids)
     agent = Agent(http_auth, trusted_proxies=["192.0.2.0/24"])

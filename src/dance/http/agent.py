@@ -212,7 +212,7 @@ class Agent:
             if conn.write_paused or conn.held_back:  # answers not taken: idle_timeout at most
                 if now - conn.paused_since > self.idle_timeout:
                     self.count("write-timeout")
-                    conn.close()
+                    conn.close(abort=True)  # a close would wait for the client to read
             elif conn.started is not None:
                 if now - conn.started > self.head_timeout:
                     self.count("head-timeout")
@@ -442,10 +442,13 @@ class _Connection(asyncio.Protocol):
         if self._may_read() and self.transport is not None:
             self.transport.resume_reading()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
         self.closing = True
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:

@@ -157,7 +157,8 @@ class SmtpStats:
     (``max-connections``, ``per-address``, ``bare-cr``, ``bare-lf``, ``nul``,
     ``command-too-long``, ``line-too-long``, ``pipelining``, ``starttls-pipelined``,
     ``timeout-command``, ``timeout-data``, ``timeout-session``, ``timeout-tls``,
-    ``timeout-backend``, ``backend-unavailable``, ``mail-parameter``, ``rcpt-parameter``);
+    ``timeout-backend``, ``timeout-write``, ``backend-unavailable``, ``mail-parameter``,
+    ``rcpt-parameter``);
     ``refused_commands`` counts refused verbs (``XCLIENT``, ``AUTH``, ...)."""
 
     sessions: int = 0
@@ -633,7 +634,13 @@ class _Session:
 
     def close(self) -> None:
         self.abort_backend()
-        self.writer.close()
+        transport = self.writer.transport
+        if transport.get_write_buffer_size():
+            # replies the client has not taken (it does not read): a close would wait for it
+            # for ever, with the connection and its descriptor held
+            transport.abort()
+        else:
+            self.writer.close()
 
 
 class SmtpProxy:
@@ -687,8 +694,9 @@ class SmtpProxy:
                 self.stats.count("timeout-session")
                 with contextlib.suppress(Exception):
                     writer.write(b"421 4.4.2 Error: session time limit exceeded\r\n")
-            else:
-                log.debug("SMTP session from %s: write timeout", peer)
+            else:  # a reply not taken within the command deadline: a client that never reads
+                self.stats.count("timeout-write")
+                log.info("SMTP session from %s ended: timeout-write", peer)
         except _ClientGone:
             self.stats.client_closed += 1
         except _SessionEnd:

@@ -538,6 +538,12 @@ class _Connection(asyncio.Protocol):
     def _send(self, payload: bytes, *, close: bool = False) -> None:
         if self.transport is None:
             return
+        if self.transport.is_closing():
+            # the client is gone (a write failed: asyncio closes the transport and calls
+            # connection_lost soon): answer no more of what it pipelined (asyncio would log
+            # "socket.send() raised exception." for each answer)
+            self.closing = True
+            return
         self.transport.write(payload)
         self.answers += 1
         if close:

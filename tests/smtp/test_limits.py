@@ -169,7 +169,9 @@ def test_client_that_never_reads_is_cut_and_counted(world: World) -> None:
                 await asyncio.sleep(0.002)
             assert proxy.stats.refused.get("timeout-write") == 1, (sent, proxy.stats.refused)
             assert "pipelining" not in proxy.stats.refused
-            assert sent > 100  # it took many replies to fill the buffers
+            # it took many replies to fill the buffers, but kilobytes of them, not megabytes
+            # (the proxy fixes the client socket's send buffer; autotuned, it took up to 49 s)
+            assert 100 < sent < 5000, sent
             await eventually(lambda: proxy.stats.active == 0)
             # the client still holds its socket: the proxy's side is gone all the same
             with contextlib.suppress(ConnectionResetError):  # a reset, or the end

@@ -1,7 +1,9 @@
 """Load, abuse and faults against the other long-running servers: `dance agent`,
-`dance ssh-keys-daemon` and `dance authority` (`dance proxy` has bench/soak_tls.py).
+`dance ssh-keys-daemon`, `dance authority` and `dance smtp-proxy` (`dance proxy` has
+bench/soak_tls.py).
 
-    .venv/bin/python bench/soak_servers.py [--server agent|ssh-keys-daemon|authority|all]
+    .venv/bin/python bench/soak_servers.py
+        [--server agent|ssh-keys-daemon|authority|smtp-proxy|all]
         [--phase-seconds 15] [--holders 100] [--rounds 3] [--json]
 
 Each server runs in its own process and carries a steady stream of legitimate clients (two at
@@ -19,6 +21,15 @@ a time, from 127.0.0.2 where the transport has addresses) while it gets, phase b
 
 The authority's legitimate clients are UDP and TCP queries and TSIG-signed dynamic updates (each
 update's record must then be served).
+
+The SMTP proxy's legitimate clients are sending MTAs: EHLO, STARTTLS with dane_clientid (cached
+identity), EHLO, MAIL, RCPT to a relayed domain, DATA, QUIT, through the proxy to a small SMTP
+sink in its own process (it offers XCLIENT and lets a RCPT to the relayed domain through only
+after XCLIENT LOGIN, like Postfix's permit_sasl_authenticated). Its slowloris clients drip a
+command line, its never-reading clients send one EHLO every 0.05 s and read nothing, and it has
+one more fault: `backend down` (the sink stopped, then started again on the same port). While
+the backend is down, a legitimate client's success is a fast typed refusal (451/421 from the
+proxy); after it is back, a client must be served within 1 s.
 
 After each phase: the server's descriptors back to their baseline and the next legitimate client
 served; the server's RSS after a short settle. With ``--rounds N`` all phases run N times and
@@ -47,7 +58,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -78,7 +89,8 @@ SOURCES["never-read"] = "127.0.0.6"
 BAD_LOG_PATTERNS = ("Traceback", "Task was destroyed", "GeneratorExit", "was never retrieved")
 ABUSE_PHASES = ("burst", "slowloris", "idle", "never-read")
 DNS_FAULT_PHASES = ("dns slow", "dns restart")
-SERVERS = ("agent", "ssh-keys-daemon", "authority")
+SERVERS = ("agent", "ssh-keys-daemon", "authority", "smtp-proxy")
+MTA = "_smtp-client.mta1.example.test"
 
 
 @dataclass
@@ -93,6 +105,7 @@ class Settings:
     recovery_window: float = 5.0
     legit_workers: int = 2
     head_timeout: float = 2.0  # the agent's --head-timeout (the holders outlast it)
+    command_timeout: float = 2.0  # the SMTP proxy's --command-timeout (idem)
 
 
 # -- the server process -----------------------------------------------------------------------
@@ -174,6 +187,10 @@ class Target:
     slow_bytes = b""  # the start of a request, for slowloris
     request = b""  # a whole request, for never-read (pipelined)
     dns_faults = False
+    backend_down = False  # while it is stopped: a typed refusal is the expected answer
+    backend_fault = False  # a backend that can be stopped and started again
+    # holders: how often they send
+    tick_seconds: ClassVar[dict[str, float]] = {"slowloris": 0.5, "never-read": 0.5}
     server: Server
     zones: Hierarchy | None = None
     dns: ServerThread | None = None
@@ -195,6 +212,28 @@ class Target:
         status = self.server.stop()
         self.dns_stop()
         return status
+
+    # the holders (slowloris, never-read)
+    def hold_open(self, sock: socket.socket, kind: str) -> None:
+        if kind == "slowloris":
+            sock.sendall(self.slow_bytes)
+        elif kind == "never-read":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(0.5)
+            with contextlib.suppress(OSError):  # until the server stops reading
+                for _ in range(2000):
+                    sock.sendall(self.request)
+
+    def hold_tick(self, sock: socket.socket, kind: str) -> None:
+        if kind == "slowloris":
+            sock.send(b"X")
+
+    # the backend (for the targets that have one)
+    def backend_stop(self) -> None:
+        raise NotImplementedError
+
+    def backend_start(self) -> None:
+        raise NotImplementedError
 
     # the DNS server (for the targets that look names up)
     def dns_start(self) -> None:
@@ -369,10 +408,206 @@ class AuthorityTarget(TcpTarget):
                 raise RuntimeError("updated record not served")
 
 
+async def _sink_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One backend session of the SMTP sink: XCLIENT offered; RCPT to the relayed domain only
+    after XCLIENT LOGIN (Postfix's permit_sasl_authenticated); messages read and dropped."""
+    login = False
+
+    def say(text: str) -> None:
+        writer.write(text.encode() + b"\r\n")
+
+    say("220 sink ESMTP")
+    try:
+        while line := await asyncio.wait_for(reader.readline(), 60):
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                say("250-sink\r\n250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n250 SIZE 10485760")
+            elif verb == b"XCLIENT":
+                login = b" LOGIN=" in line
+                say("220 sink ESMTP")
+            elif verb == b"RCPT":
+                relayed = b"@relay.test" in line
+                say("250 2.1.5 Ok" if login or not relayed else "554 5.7.1 Relay access denied")
+            elif verb == b"DATA":
+                say("354 go")
+                while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    pass
+                if not chunk:
+                    break
+                say("250 2.0.0 Ok: queued")
+            elif verb == b"QUIT":
+                say("221 bye")
+                break
+            else:
+                say("250 2.0.0 Ok")
+            await writer.drain()
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+
+
+def sink_main(port: int) -> None:
+    """``--sink-port N``: the SMTP sink as a process of its own (the SMTP proxy's backend)."""
+
+    async def main() -> None:
+        server = await asyncio.start_server(_sink_session, "127.0.0.1", port)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(main())
+
+
+def _smtp_reply(f: Any) -> tuple[int, bytes]:
+    """One SMTP reply (its last line) from a file made from a socket."""
+    while True:
+        line = f.readline(1024)
+        if not line:
+            raise ConnectionError("closed")
+        if line[3:4] != b"-":
+            return int(line[:3]), line.rstrip()
+
+
+class SmtpTarget(TcpTarget):
+    """`dance smtp-proxy` in front of an SMTP sink: whole STARTTLS + DANCE sessions relaying one
+    short message each."""
+
+    name = "smtp-proxy"
+    dns_faults = True
+    backend_fault = True
+    tick_seconds: ClassVar[dict[str, float]] = {"slowloris": 0.5, "never-read": 0.05}
+    sink: subprocess.Popen[bytes] | None = None
+
+    def start(self, d: Path) -> None:
+        from dance.tls import client_context
+
+        self.dir = d
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = certs.new_ca(ca_key, "soak SMTP CA", now=NOW)
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = certs.issue_certificate(
+            ca, ca_key, server_key.public_key(), dns_names=["localhost"], now=NOW,
+            client_auth=False,
+        )  # fmt: skip
+        mta_key = ec.generate_private_key(ec.SECP256R1())
+        mta = certs.self_signed(mta_key, MTA, now=NOW)
+        (d / "ca.pem").write_bytes(certs.certificate_pem(ca))
+        (d / "server.pem").write_bytes(certs.certificate_pem(server))
+        certs.write_private_key(d / "server.key", server_key)
+        (d / "mta.pem").write_bytes(certs.certificate_pem(mta))
+        certs.write_private_key(d / "mta.key", mta_key)
+        self.context = client_context(
+            name=MTA, cert=str(d / "mta.pem"), key=str(d / "mta.key"), cafile=str(d / "ca.pem")
+        )
+        self.zones = Hierarchy("test.", ttl=3600)
+        self.zones.child("example.test.").add(
+            "_smtp-client.mta1", "TLSA", make_record(mta).to_text()
+        )
+        self.zones.sign(algorithm=13, denial="nsec3")
+        (d / "anchor.txt").write_text(self.zones.export_trust_anchor())
+        self.dns_start()
+        self.sink_port = free_port()
+        self.backend_start()
+        self.slow_bytes = b"EHLO slowloris.example"
+        self.request = b"EHLO never-read.example\r\n"
+        self.port = free_port()
+        cmd = [
+            *DANCE, "smtp-proxy", "--listen", f"127.0.0.1:{self.port}",
+            "--backend", f"127.0.0.1:{self.sink_port}",
+            "--cert", str(d / "server.pem"), "--key", str(d / "server.key"), "--allow", MTA,
+            "--server", f"127.0.0.1:{self.dns_port}", "--trust-anchor", str(d / "anchor.txt"),
+            "--timeout", "1", "--deadline", "2",
+            "--command-timeout", str(self.settings.command_timeout),
+        ]  # fmt: skip
+        self.server = start_process(cmd, d / "smtp-proxy.log", tcp_ready(self.port))
+
+    def backend_start(self) -> None:
+        cmd = [sys.executable, __file__, "--sink-port", str(self.sink_port)]
+        log = (self.dir / "sink.log").open("ab")
+        self.sink = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        ready = tcp_ready(self.sink_port)
+        deadline = time.monotonic() + 30
+        while not ready():
+            if time.monotonic() > deadline or self.sink.poll() is not None:
+                raise RuntimeError("the SMTP sink did not start")
+            time.sleep(0.02)
+
+    def backend_stop(self) -> None:
+        if self.sink is not None:
+            self.sink.terminate()
+            try:
+                self.sink.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sink.kill()
+                self.sink.wait(10)
+            self.sink = None
+
+    def stop(self) -> int:
+        status = super().stop()
+        self.backend_stop()
+        return status
+
+    def hold_open(self, sock: socket.socket, kind: str) -> None:
+        if kind == "never-read":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one line a segment
+            sock.setblocking(False)  # a send that would block is skipped
+        else:
+            super().hold_open(sock, kind)
+
+    def hold_tick(self, sock: socket.socket, kind: str) -> None:
+        if kind == "never-read":
+            sock.send(self.request)  # one command at a time; the replies are never read
+        else:
+            super().hold_tick(sock, kind)
+
+    def legit(self) -> None:
+        sock = socket.create_connection(
+            ("127.0.0.1", self.port), timeout=10, source_address=(LEGIT_SOURCE, 0)
+        )
+        # Without it the first command after the handshake waits for a delayed ACK (Nagle):
+        # 50 ms a session instead of 10 ms, the client's doing, not the proxy's.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            f = sock.makefile("rb")
+            steps: list[tuple[bytes | None, int]] = [(None, 220), (b"EHLO mta1.example.test", 250)]
+            steps.append((b"STARTTLS", 220))
+            for line, want in steps:
+                if line is not None:
+                    sock.sendall(line + b"\r\n")
+                code, text = _smtp_reply(f)
+                if code != want:
+                    raise RuntimeError(f"{line!r}: {text!r}")
+            tls = self.context.wrap_socket(sock, server_hostname="localhost")
+            sock = tls
+            f = tls.makefile("rb")
+            for line, want in [
+                (b"EHLO mta1.example.test", 250),
+                (b"MAIL FROM:<soak@mta1.example.test>", 250),
+                (b"RCPT TO:<someone@relay.test>", 250),
+                (b"DATA", 354),
+                (b"Subject: soak\r\n\r\nhello\r\n.", 250),
+                (b"QUIT", 221),
+            ]:
+                down = self.backend_down
+                tls.sendall(line + b"\r\n")
+                code, text = _smtp_reply(f)
+                if code != want:
+                    if down and code in (421, 451):
+                        return  # the backend is away: refused at once, with a typed reply
+                    raise RuntimeError(f"{line[:20]!r}: {text!r}")
+        finally:
+            sock.close()
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
     "agent": AgentTarget,
     "ssh-keys-daemon": SshTarget,
     "authority": AuthorityTarget,
+    "smtp-proxy": SmtpTarget,
 }
 
 
@@ -457,13 +692,15 @@ class Held:
     refused: int = 0
 
     def closed_by_server(self) -> int:
-        """Held connections the server has closed (readable with EOF, or reset)."""
+        """Held connections the server has closed (EOF after what it sent, or a reset)."""
         n = 0
         for sock in self.socks:
             try:
                 sock.setblocking(False)
-                if sock.recv(65536, socket.MSG_PEEK) == b"":
-                    n += 1
+                for _ in range(16):  # what it sent (a last reply), then the end, if any
+                    if sock.recv(65536) == b"":
+                        n += 1
+                        break
             except BlockingIOError:
                 pass
             except OSError:
@@ -500,25 +737,18 @@ def hold(target: Target, kind: str, count: int, stop_at: float) -> dict[str, int
     for _ in range(count):
         try:
             sock = target.connect(SOURCES[kind])
-            if kind == "slowloris":
-                sock.sendall(target.slow_bytes)
-            elif kind == "never-read":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.settimeout(0.5)
-                with contextlib.suppress(OSError):  # until the server stops reading
-                    for _ in range(2000):
-                        sock.sendall(target.request)
+            target.hold_open(sock, kind)
         except OSError:
             held.refused += 1
             continue
         held.opened += 1
         held.socks.append(sock)
+    tick = target.tick_seconds.get(kind, 0.5)
     while time.monotonic() < stop_at:
-        if kind == "slowloris":
-            for sock in held.socks:
-                with contextlib.suppress(OSError):
-                    sock.send(b"X")
-        time.sleep(0.5)
+        for sock in held.socks:
+            with contextlib.suppress(OSError):
+                target.hold_tick(sock, kind)
+        time.sleep(tick)
     out = {"opened": held.opened, "refused_at_once": held.refused}
     out["closed_by_server"] = held.closed_by_server()
     held.release()
@@ -635,11 +865,21 @@ async def suite(target: Target, settings: Settings) -> dict[str, Any]:
 
         return run
 
+    async def backend_down() -> dict[str, Any]:
+        target.backend_down = True
+        await asyncio.to_thread(target.backend_stop)
+        await asyncio.sleep(settings.dns_fault_seconds)
+        await asyncio.to_thread(target.backend_start)
+        target.backend_down = False
+        return {"recovery_s": await recovery(legit, time.monotonic(), settings.recovery_window)}
+
     phases: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
         (k, abuse(k)) for k in ABUSE_PHASES
     ]
     if target.dns_faults:
         phases += [(k, dns_fault(k)) for k in DNS_FAULT_PHASES]
+    if target.backend_fault:
+        phases.append(("backend down", backend_down))
     for round_no in range(settings.rounds):
         for name, action in phases:
             p = await run_phase(name, target, legit, baseline, settings, action)
@@ -721,7 +961,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dns-fault-seconds", type=float, default=5.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sink-port", type=int, help=argparse.SUPPRESS)  # the SMTP backend
     args = parser.parse_args()
+    if args.sink_port:
+        sink_main(args.sink_port)
+        return
     settings = Settings(
         phase_seconds=args.phase_seconds,
         holders=args.holders,

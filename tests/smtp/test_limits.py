@@ -7,7 +7,9 @@ nothing a client pipelines before the proxy's reply is carried over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -132,6 +134,53 @@ def test_slowloris_command_line_cut_at_timeout(world: World) -> None:
         assert await relays(world, proxy)  # others are served meanwhile and after
 
     run(world, scenario, command_timeout=0.8)
+
+
+def test_client_that_never_reads_is_cut_and_counted(world: World) -> None:
+    """A client sends one EHLO at a time (never before the proxy has answered the last one, so
+    never pipelining) and reads no reply. Once the replies it has not taken fill the buffers,
+    the proxy's write waits at most the command deadline; then the session ends, counted
+    (``timeout-write``: before, uncounted), and the connection is dropped at once (before, a
+    plain close waited for the client to take the unsent replies: the connection and its
+    descriptor stayed as long as the client kept it). Others are served meanwhile."""
+
+    async def scenario(proxy: SmtpProxy, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        # each line its own segment: with Nagle, once the replies fill the client's window the
+        # proxy's ACKs are delayed and the client's next lines leave together (pipelining)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", proxy.port))
+        sent = 0
+        deadline = loop.time() + 60
+        with sock:
+            # One line per turn of the loop the proxy runs on: it has read and answered each
+            # line before the next is written (asyncio runs the proxy's reader first).
+            while "timeout-write" not in proxy.stats.refused and loop.time() < deadline:
+                try:
+                    sock.send(b"EHLO never-reads.example\r\n")
+                    sent += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                await asyncio.sleep(0.002)
+            assert proxy.stats.refused.get("timeout-write") == 1, (sent, proxy.stats.refused)
+            assert "pipelining" not in proxy.stats.refused
+            # it took many replies to fill the buffers, but kilobytes of them, not megabytes
+            # (the proxy fixes the client socket's send buffer; autotuned, it took up to 49 s)
+            assert 100 < sent < 5000, sent
+            await eventually(lambda: proxy.stats.active == 0)
+            # the client still holds its socket: the proxy's side is gone all the same
+            with contextlib.suppress(ConnectionResetError):  # a reset, or the end
+                while await asyncio.wait_for(loop.sock_recv(sock, 65536), 10):
+                    pass
+        assert sink.connections == 0
+        assert await relays(world, proxy)
+
+    run(world, scenario, command_timeout=1.0)
 
 
 def test_slowloris_message_line_cut_and_backend_released(world: World) -> None:

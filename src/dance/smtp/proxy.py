@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import ssl
 import time
 from collections.abc import Awaitable
@@ -84,6 +85,7 @@ DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 MAX_COMMAND = DEFAULT_MAX_COMMAND  # RFC 5321 4.5.3.1.4 (kept for compatibility)
 MAX_LINE = 64 * 1024  # the StreamReader limit and read size (not a line limit any more)
 _READ = 64 * 1024
+_CLIENT_SNDBUF = 32 * 1024  # the kernel's send buffer for a client connection (Linux doubles it)
 _FORBIDDEN = {b"XCLIENT", b"XFORWARD", b"AUTH", b"BDAT"}
 _RELAYED = {b"MAIL", b"RCPT", b"DATA", b"RSET"}
 _SYNC_REPLY = "554 5.5.0 Error: SMTP protocol synchronization (PIPELINING is not offered)"
@@ -157,7 +159,8 @@ class SmtpStats:
     (``max-connections``, ``per-address``, ``bare-cr``, ``bare-lf``, ``nul``,
     ``command-too-long``, ``line-too-long``, ``pipelining``, ``starttls-pipelined``,
     ``timeout-command``, ``timeout-data``, ``timeout-session``, ``timeout-tls``,
-    ``timeout-backend``, ``backend-unavailable``, ``mail-parameter``, ``rcpt-parameter``);
+    ``timeout-backend``, ``timeout-write``, ``backend-unavailable``, ``mail-parameter``,
+    ``rcpt-parameter``);
     ``refused_commands`` counts refused verbs (``XCLIENT``, ``AUTH``, ...)."""
 
     sessions: int = 0
@@ -633,7 +636,13 @@ class _Session:
 
     def close(self) -> None:
         self.abort_backend()
-        self.writer.close()
+        transport = self.writer.transport
+        if transport.get_write_buffer_size():
+            # replies the client has not taken (it does not read): a close would wait for it
+            # for ever, with the connection and its descriptor held
+            transport.abort()
+        else:
+            self.writer.close()
 
 
 class SmtpProxy:
@@ -673,6 +682,13 @@ class SmtpProxy:
         self._tasks.add(task)  # a strong reference: the task is never collected while pending
         self.stats.active += 1
         self._per_address[peer] = self._per_address.get(peer, 0) + 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Replies are short: a fixed send buffer instead of the kernel's autotuned one (which
+            # grows to megabytes on loopback), so a client that never reads fills it, and meets
+            # the reply deadline (timeout-write), after kilobytes of replies, not megabytes.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _CLIENT_SNDBUF)
         session = _Session(self, reader, writer, peer)
         session.peer_text = _addr(peername)
         session.accepted_at = time.monotonic()
@@ -687,8 +703,9 @@ class SmtpProxy:
                 self.stats.count("timeout-session")
                 with contextlib.suppress(Exception):
                     writer.write(b"421 4.4.2 Error: session time limit exceeded\r\n")
-            else:
-                log.debug("SMTP session from %s: write timeout", peer)
+            else:  # a reply not taken within the command deadline: a client that never reads
+                self.stats.count("timeout-write")
+                log.info("SMTP session from %s ended: timeout-write", peer)
         except _ClientGone:
             self.stats.client_closed += 1
         except _SessionEnd:

@@ -357,6 +357,7 @@ async def run_service(
     shutdown: Callable[[], Awaitable[int]],
     announce: Callable[[], None] = lambda: None,
     cut_unit: str = "connection",
+    report_stop: bool = True,
 ) -> None:
     """The life of a service command once it listens, the same for every one: SIGTERM and SIGINT
     stop it (``shutdown`` drains and returns how many connections were cut at the deadline),
@@ -415,7 +416,8 @@ async def run_service(
         announce()
         await stop.wait()
         cut = await shutdown()
-        print(f"dance {command}: stopped ({cut} {cut_unit}(s) cut at the deadline)", flush=True)
+        if report_stop:  # (one line for all the workers of --workers)
+            print(f"dance {command}: stopped ({cut} {cut_unit}(s) cut at the deadline)", flush=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import signal
 from typing import Any
 
 from dance.cli.common import (
@@ -17,6 +15,7 @@ from dance.cli.common import (
     make_resolver,
     observe_service,
     parse_hostport,
+    run_service,
 )
 
 __all__ = ["register"]
@@ -88,45 +87,35 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )
 
         async def run() -> int:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
-
-            def reload() -> None:
+            def reload(new_resolver: Any) -> None:
                 """SIGHUP: the allow-list and trust anchors (a new Authenticator and DNS cache),
                 or nothing at all when the new configuration is unusable."""
-                try:
-                    new_resolver = make_resolver(args)
-                    new = Authenticator(new_resolver, allow=AllowList.parse(args.allow))
-                except (UsageError, ValueError, OSError) as exc:
-                    log.error("reload refused (the previous configuration stays): %s", exc)
-                    print(f"dance agent: reload refused, configuration unchanged: {exc}",
-                          flush=True)  # fmt: skip
-                    return
+                new = Authenticator(new_resolver, allow=AllowList.parse(args.allow))
                 http_auth.authenticator = new
                 holder.update(auth=new, dns=new_resolver)
-                log.info("configuration reloaded")
-                print("dance agent: configuration reloaded", flush=True)
 
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGHUP, reload)
-            async with resolver:
+            def announce() -> None:
+                if index == 0:
+                    bound = agent.address
+                    print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
+
+            async with resolver:  # closed by run_service too, or here if listening fails
                 try:
                     await agent.serve(host, port, reuse_port=args.workers > 1)
                 except OSError as exc:
                     raise UsageError(
                         f"cannot listen on {args.listen}: {exc.strerror or exc}"
                     ) from None
-                bound = agent.address
-                if index == 0:
-                    print(f"dance agent listening on {bound[0]}:{bound[1]}", flush=True)
-                await stop.wait()
-                cut = await agent.drain(args.drain_timeout)
-                if index == 0:
-                    print(f"dance agent: stopped ({cut} request(s) cut at the deadline)",
-                          flush=True)  # fmt: skip
+                await run_service(
+                    "agent",
+                    args,
+                    resolver,
+                    reload=reload,
+                    shutdown=lambda: agent.drain(args.drain_timeout),
+                    announce=announce,
+                    cut_unit="request",
+                    report_stop=index == 0,
+                )
             return 0
 
         try:

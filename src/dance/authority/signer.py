@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 import dns.name
@@ -25,6 +25,7 @@ from dns.rdtypes.ANY.RRSIG import RRSIG
 from dns.rdtypes.util import Bitmap
 
 from dance.authority.store import KeyPolicy, Records
+from dance.zone.cowmap import CowMap
 from dance.zone.signing import HashedName, make_nsec, make_nsec3, make_rrset
 from dance.zone.zones import Nsec3Chain, SignedZone, SigningKey, Zone, ZoneKeys
 
@@ -324,9 +325,11 @@ def patch_zone(
         return None
 
     inception, expiration = window
-    rrsets = dict(old.rrsets)
-    sigs = dict(old.sigs)
-    names = set(old.names)
+    rrsets = CowMap.of(old.rrsets)  # shards shared with ``old`` until written
+    sigs = CowMap.of(old.sigs)
+    names: CowMap[Name, None] = (
+        old.names.copy() if isinstance(old.names, CowMap) else CowMap(dict.fromkeys(old.names))
+    )
     order = owners.copy()
     pending: list[dns.rrset.RRset] = []  # signed in one batch at the end
 
@@ -354,7 +357,7 @@ def patch_zone(
     changed_names: set[Name] = set()
     for name in added:
         if name not in names:
-            names.add(name)
+            names[name] = None
             changed_names.add(name)
         labels = name.labels
         while len(labels) > depth + 1:
@@ -362,7 +365,7 @@ def patch_zone(
             parent = HashedName(labels)
             if parent in names:
                 break
-            names.add(parent)
+            names[parent] = None
             changed_names.add(parent)
     for name in removed:
         current = name
@@ -370,7 +373,7 @@ def patch_zone(
             if current in order or order.has_descendant(current):
                 break
             if current in names:
-                names.discard(current)
+                del names[current]
                 changed_names.add(current)
             current = current.parent()
 
@@ -407,7 +410,7 @@ def patch_zone(
         origin=origin,
         rrsets=rrsets,
         sigs=sigs,
-        names=frozenset(names),
+        names=names,
         cuts=old.cuts,
         nsec_chain=nsec_chain if params.denial == "nsec" else [],
         nsec3=nsec3,
@@ -419,7 +422,7 @@ def patch_zone(
 
 def _sign_pending(
     pending: list[dns.rrset.RRset],
-    sigs: dict[Name, dict[RdataType, dns.rrset.RRset]],
+    sigs: MutableMapping[Name, dict[RdataType, dns.rrset.RRset]],
     keys: ZoneKeys,
     origin: Name,
     inception: int,
@@ -446,11 +449,11 @@ def _sign_pending(
 
 def _patch_nsec3(
     old: Nsec3Chain,
-    rrsets: dict[Name, dict[RdataType, dns.rrset.RRset]],
-    sigs: dict[Name, dict[RdataType, dns.rrset.RRset]],
+    rrsets: MutableMapping[Name, dict[RdataType, dns.rrset.RRset]],
+    sigs: MutableMapping[Name, dict[RdataType, dns.rrset.RRset]],
     touched: set[Name],
     changed_names: set[Name],
-    names: set[Name],
+    names: Collection[Name],
     ttl: int,
     pending: list[dns.rrset.RRset],
 ) -> Nsec3Chain | None:
@@ -460,9 +463,9 @@ def _patch_nsec3(
         iterations=old.iterations,
         optout=old.optout,
         hashes=list(old.hashes),
-        owner_of=dict(old.owner_of),
-        original=dict(old.original),
-        rrsets=dict(old.rrsets),
+        owner_of=CowMap.of(old.owner_of),
+        original=CowMap.of(old.original),
+        rrsets=CowMap.of(old.rrsets),
     )
     refresh: set[bytes] = set()
     for name in changed_names:

@@ -16,7 +16,7 @@ import bisect
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -223,9 +223,9 @@ class Nsec3Chain:
     iterations: int
     optout: bool
     hashes: list[bytes]  # sorted
-    owner_of: dict[bytes, Name]  # hash -> hashed owner name
-    original: dict[Name, Name]  # hashed owner -> original (unhashed) name
-    rrsets: dict[Name, dns.rrset.RRset]  # hashed owner -> NSEC3 RRset
+    owner_of: MutableMapping[bytes, Name]  # hash -> hashed owner name
+    original: MutableMapping[Name, Name]  # hashed owner -> original (unhashed) name
+    rrsets: MutableMapping[Name, dns.rrset.RRset]  # hashed owner -> NSEC3 RRset
 
     def hash(self, name: Name) -> bytes:
         return nsec3_hash_bytes(name, self.salt, self.iterations)
@@ -249,9 +249,12 @@ class SignedZone:
     """An immutable-by-convention snapshot served by the responder."""
 
     origin: Name
-    rrsets: dict[Name, dict[RdataType, dns.rrset.RRset]]
-    sigs: dict[Name, dict[RdataType, dns.rrset.RRset]]  # owner -> type covered -> RRSIG RRset
-    names: frozenset[Name]  # existing names, empty non-terminals included, occluded excluded
+    # plain dicts from a full build, `dance.zone.cowmap.CowMap`s once patched by updates
+    rrsets: Mapping[Name, dict[RdataType, dns.rrset.RRset]]
+    sigs: Mapping[Name, dict[RdataType, dns.rrset.RRset]]  # owner -> type covered -> RRSIG RRset
+    # existing names, empty non-terminals included, occluded excluded (a frozenset from a full
+    # build, a CowMap's keys once patched)
+    names: Collection[Name]
     cuts: frozenset[Name]  # delegation points below the apex
     nsec_chain: list[Name]  # sorted owners of NSEC records (empty unless denial == "nsec")
     nsec3: Nsec3Chain | None

@@ -124,14 +124,19 @@ def _make(name: str, algorithm: str, secret_b64: str, line: int | None) -> TSIGK
 
 
 def _strip_comments(text: str) -> str:
+    """Remove ``#`` and ``//`` comments, but not inside a quoted string: a base64 secret may
+    contain ``//`` (about one key in a hundred)."""
     out = []
     for raw in text.splitlines():
-        line = raw
-        for marker in ("#", "//"):
-            pos = line.find(marker)
-            if pos >= 0:
-                line = line[:pos]
-        out.append(line)
+        quoted = False
+        end = len(raw)
+        for i, char in enumerate(raw):
+            if char == '"':
+                quoted = not quoted
+            elif not quoted and (char == "#" or raw.startswith("//", i)):
+                end = i
+                break
+        out.append(raw[:end])
     return "\n".join(out)
 
 
@@ -163,10 +168,11 @@ def parse_tsig_keys(text: str) -> list[TSIGKey]:
             keys.append(_make(match.group(1), algo.group(1), secret.group(1), line))
         if not keys:
             raise TSIGError("malformed", "no complete key { ... }; block found")
-    else:
-        for number, raw in enumerate(clean.splitlines(), 1):
-            if raw.strip():
-                keys.append(_parse_line(raw, number))
+    else:  # ALGORITHM:NAME:SECRET lines: only "#" starts a comment ("//" is valid base64)
+        for number, raw in enumerate(text.splitlines(), 1):
+            entry = raw.split("#", 1)[0]
+            if entry.strip():
+                keys.append(_parse_line(entry, number))
     if not keys:
         raise TSIGError("empty", "no TSIG key found")
     return keys

@@ -255,9 +255,11 @@ class _Downstream(asyncio.Protocol):
         backend: asyncio.Transport,
         client_writer: asyncio.StreamWriter,
         loop: asyncio.AbstractEventLoop,
+        activity: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
         self.backend = backend
+        self.activity = activity
         self.client_writer = client_writer
         self.client = client_writer.transport
         self.loop = loop
@@ -282,6 +284,8 @@ class _Downstream(asyncio.Protocol):
             self._end()
             return
         client.write(data)
+        if self.activity is not None:
+            self.activity()
         if client.get_write_buffer_size() > _CHUNK and self._draining is None:
             self.backend.pause_reading()
             self._draining = self.loop.create_task(self._drain())
@@ -335,8 +339,10 @@ class _Upstream(asyncio.Protocol):
         stats: RelayStats,
         clock: _ReadClock,
         loop: asyncio.AbstractEventLoop,
+        activity: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
+        self.activity = activity
         self.client = client
         self.relay = relay
         self.backend_writer = backend_writer
@@ -353,6 +359,8 @@ class _Upstream(asyncio.Protocol):
             return
         clock, relay = self.clock, self.relay
         clock.last = self.loop.time()
+        if self.activity is not None:
+            self.activity()
         try:
             out = relay.feed(data)
         except HttpError as exc:
@@ -488,6 +496,11 @@ async def relay_http(
     loop = asyncio.get_running_loop()
     refused: list[HttpError] = []
     feeding: list[_Upstream] = []  # the client transport's protocol, once switched
+    # Bytes copied from transport callbacks bypass the client's stream: tell its protocol (the
+    # idle timeout of dance.tls.serve counts them), if it asks to be told.
+    activity: Callable[[], None] | None = getattr(
+        client_writer.transport.get_protocol(), "note_activity", None
+    )
 
     async def upstream() -> None:
         task = asyncio.current_task()
@@ -503,8 +516,9 @@ async def relay_http(
                 # Client -> backend from the transport's callbacks; this task only waits (and
                 # is cancelled by the clock). What the stream read before the switch first.
                 proto = _Upstream(
-                    client.get_protocol(), client, relay, backend_writer, stats, clock, loop
-                )
+                    client.get_protocol(), client, relay, backend_writer, stats, clock, loop,
+                    activity,
+                )  # fmt: skip
                 feeding.append(proto)
                 client.set_protocol(proto)
                 client_reader.feed_eof()
@@ -586,7 +600,9 @@ async def relay_http(
     ):
         # Backend -> client from the transport's callbacks. What the stream read before the
         # switch goes first (its end is fed: read() returns it without waiting).
-        proto = protocol = _Downstream(backend.get_protocol(), backend, client_writer, loop)
+        proto = protocol = _Downstream(
+            backend.get_protocol(), backend, client_writer, loop, activity
+        )
         backend.set_protocol(proto)
         backend_reader.feed_eof()
         early = await backend_reader.read()

@@ -244,6 +244,43 @@ def test_http_mode_ambiguous_requests_refused(world: World, request_bytes: bytes
     run_proxy(world, "http", scenario)
 
 
+def test_tcp_mode_relays_bulk_both_ways_with_flow_control(world: World) -> None:
+    """4 MiB through the tcp relay and back: more than every buffer on the way, so reading
+    pauses and resumes on both sides; every byte arrives, in order, and the relay then ends
+    with the client (counted)."""
+    line = bytes(range(97, 123)) * 39 + b"\n"  # 1,015 bytes
+    count = 4 * 1024 * 1024 // len(line)
+
+    async def scenario(server: DanceServer, backend: Backend, stats: ProxyStats) -> None:
+        ctx = ctx_for(world, world.device, DEVICE)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+        )
+
+        async def send() -> None:
+            for _ in range(count):
+                writer.write(line)
+                await writer.drain()
+
+        sending = asyncio.ensure_future(send())
+        got = 0
+        while got < count:
+            assert await asyncio.wait_for(reader.readline(), 10) == line
+            got += 1
+        await sending
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        for _ in range(100):
+            if stats.closed_by_client:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.closed_by_client == 1 and stats.closed_by_backend == 0
+        assert len(backend.received) == count
+
+    run_proxy(world, "echo", scenario)
+
+
 @pytest.mark.parametrize("mode", ["echo", "http"])
 def test_relayed_traffic_keeps_the_connection_from_idling(world: World, mode: str) -> None:
     """The idle timeout counts bytes moving either way through the relay: a connection busy for

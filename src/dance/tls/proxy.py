@@ -20,10 +20,10 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dance.auth import Authenticator
 from dance.http.relay import relay_http
@@ -131,6 +131,105 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
 
 
+class _Splice(asyncio.Protocol):
+    """One side of the tcp relay, in place of its stream's protocol: what this transport
+    receives is written to the other side's transport from this callback, with no task in
+    between. Flow control crosses over: while this transport's write buffer is full, the other
+    side stops reading. The stream's protocol is still told of flow control and of the
+    connection's end (its writer's ``wait_closed``); ``activity`` (the client's idle clock) of
+    every byte. ``done`` ends with True if the client's side ended first."""
+
+    def __init__(
+        self,
+        stream: asyncio.BaseProtocol,
+        transport: asyncio.Transport,
+        done: asyncio.Future[bool],
+        client_side: bool,
+        activity: Callable[[], None] | None,
+    ) -> None:
+        self.stream = stream
+        self.transport = transport
+        self.done = done
+        self.client_side = client_side
+        self.activity = activity
+        self.other: _Splice | None = None
+
+    def data_received(self, data: bytes) -> None:
+        other = self.other
+        if self.done.done() or other is None:
+            return  # the relay is over: nothing more is copied
+        other.transport.write(data)
+        if self.activity is not None:
+            self.activity()
+
+    def eof_received(self) -> bool:
+        other = self.other
+        if not self.done.done() and other is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                if other.transport.can_write_eof():  # (TLS cannot half-close: not passed on)
+                    other.transport.write_eof()
+        self._end()
+        return True  # closed by the relay's end, as both sides are
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+        self.stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.other is not None:
+            with contextlib.suppress(RuntimeError):
+                self.other.transport.pause_reading()
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.other is not None and not self.done.done():
+            with contextlib.suppress(RuntimeError):
+                self.other.transport.resume_reading()
+        self.stream.resume_writing()
+
+    def _end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(self.client_side)
+
+
+async def _splice(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    b_reader: asyncio.StreamReader,
+    b_writer: asyncio.StreamWriter,
+) -> bool | None:
+    """The tcp relay from both transports' callbacks: True if the client ended first, False if
+    the backend did; None (nothing switched) when a side cannot be spliced: already ending,
+    or a transport without ``set_protocol``, for which the copying tasks do the work."""
+    client = cast(asyncio.Transport, writer.transport)  # (uvloop: no subclass, same methods)
+    backend = cast(asyncio.Transport, b_writer.transport)
+    for transport, stream in ((client, reader), (backend, b_reader)):
+        if not hasattr(transport, "set_protocol") or transport.is_closing():
+            return None
+        if stream.at_eof() or stream.exception() is not None:
+            return None
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    activity: Callable[[], None] | None = getattr(client.get_protocol(), "note_activity", None)
+    up = _Splice(client.get_protocol(), client, done, True, activity)
+    down = _Splice(backend.get_protocol(), backend, done, False, activity)
+    up.other, down.other = down, up
+    client.set_protocol(up)
+    backend.set_protocol(down)
+    for stream, side in ((reader, up), (b_reader, down)):
+        # What a stream read before the switch goes first (its end fed: read() returns it
+        # without waiting).
+        stream.feed_eof()
+        if early := await stream.read():
+            side.data_received(early)
+    try:
+        return await done
+    finally:
+        for transport in (client, backend):  # bytes after the end stay unread
+            with contextlib.suppress(RuntimeError, AttributeError):
+                transport.pause_reading()
+
+
 class Proxy:
     """The connection handler: connect to the backend, announce the identity, relay."""
 
@@ -181,7 +280,10 @@ class Proxy:
         try:
             if cfg.mode == "tcp":
                 b_writer.write(header)
-                if await _relay(_pipe(reader, b_writer), _pipe(b_reader, writer)):
+                client_first = await _splice(reader, writer, b_reader, b_writer)
+                if client_first is None:
+                    client_first = await _relay(_pipe(reader, b_writer), _pipe(b_reader, writer))
+                if client_first:
                     self.stats.closed_by_client += 1
                 else:
                     self.stats.closed_by_backend += 1

@@ -165,6 +165,36 @@ def serve_main(args: argparse.Namespace) -> None:
         asyncio.run(main())
 
 
+def floor_main(args: argparse.Namespace) -> None:
+    """Child process: the floor of any CPython relay. One thread, blocking sockets, no asyncio:
+    accept, a TLS 1.3 handshake in one call into OpenSSL (stdlib ``ssl``, the client certificate
+    pinned as the only CA, so verification runs in C), connect to the backend, relay its answer,
+    close. No limits, no timeouts, no DANE: what a CPython process spends with the least Python
+    that can relay a mutual-TLS connection. Until SIGTERM; prints its port."""
+    import socket
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(args.pin)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        conn, _ = listener.accept()
+        try:
+            with (
+                ctx.wrap_socket(conn, server_side=True) as tls,
+                socket.create_connection(("127.0.0.1", args.backend)) as backend,
+            ):
+                tls.sendall(backend.recv(4096))
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -502,9 +532,10 @@ def part3(
     rates: dict[tuple[str, str], list[float]] = {}
     try:
         for _ in range(args.rounds):
-            for server in ("proxy", "nginx"):
-                if server == "proxy":
-                    child = Child("--role", "proxy", *common, "--backend", str(backend.port))
+            for server in ("proxy", "nginx", "floor"):
+                if server in ("proxy", "floor"):
+                    child = Child("--role", server, *common, "--backend", str(backend.port),
+                                  "--pin", client_cert)  # fmt: skip
                     port, pids, stop = child.port, [child.pid], child.stop
                 else:
                     proc, port, workers = start_nginx_stream(
@@ -542,13 +573,19 @@ def part3(
     for client in ("dane_clientid", "s_time"):
         proxy = statistics.median(rates[("proxy", client)])
         nginx = statistics.median(rates[("nginx", client)])
-        print(f"  {client}: dance proxy / nginx stream = {proxy / nginx:.0%} (target >= 100%)")
+        floor = statistics.median(rates[("floor", client)])
+        print(f"  {client}: dance proxy / nginx stream = {proxy / nginx:.0%} (target >= 100%); "
+              f"the CPython floor / nginx stream = {floor / nginx:.0%}")  # fmt: skip
         label = "a dane_clientid client" if client == "dane_clientid" else (
             "openssl s_time -new, certificate through --san-fallback"
         )  # fmt: skip
         out.add(f"dance proxy (tcp), handshakes relayed per server CPU-second, {label}",
                 proxy, "/CPU-s", peer="nginx stream, ssl_verify_client optional_no_ca",
                 peer_value=nginx, target=">= 1.0x")  # fmt: skip
+        out.add(f"the CPython floor (one blocking thread, stdlib ssl, certificate pinned, no "
+                f"asyncio, no DANE), handshakes relayed per server CPU-second, {label}",
+                floor, "/CPU-s", peer="nginx stream, ssl_verify_client optional_no_ca",
+                peer_value=nginx)  # fmt: skip
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -760,7 +797,9 @@ def part2(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--role", choices=("dance", "pinned", "cold", "load", "proxy", "backend"))
+    p.add_argument(
+        "--role", choices=("dance", "pinned", "cold", "load", "proxy", "backend", "floor")
+    )
     p.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     p.add_argument("--uvloop", action="store_true", help="run the dance servers on uvloop")
     p.add_argument("--port", type=int)
@@ -791,6 +830,9 @@ def main() -> int:
         return load_main(args)
     if args.role == "backend":
         backend_main()
+        return 0
+    if args.role == "floor":
+        floor_main(args)
         return 0
     if args.role:
         if os.environ.get("BENCH_TLS_PROFILE"):  # developer aid: cProfile the server process

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from dance.credentials import (
     CertificateChain,
@@ -32,6 +32,7 @@ from dance.tlsa.record import parse_field
 if TYPE_CHECKING:
     from dance.dns import TLSAResolver
     from dance.service.endpoint import MetricsEndpoint
+    from dance.service.linedaemon import LineDaemon
     from dance.service.observe import Observer
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
@@ -428,6 +429,85 @@ async def run_service(
         for res in resolvers:
             with contextlib.suppress(Exception):
                 await res.aclose()
+
+
+def octal_mode(text: str) -> int:
+    """An argparse type: a file mode in octal (``0660``), 0 to 0777."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
+    return mode
+
+
+def add_socket_options(p: argparse.ArgumentParser, mode: int, why: str) -> None:
+    """``--socket PATH`` and ``--socket-mode MODE`` of a line daemon command, ``why`` its
+    default ``mode``."""
+    p.add_argument("--socket", required=True, metavar="PATH", help="Unix socket to listen on")
+    p.add_argument(
+        "--socket-mode",
+        type=octal_mode,
+        default=mode,
+        metavar="MODE",
+        help=f"socket file mode (default {mode:04o}: {why})",
+    )
+
+
+_D = TypeVar("_D", bound="LineDaemon")
+
+
+def run_line_daemon(
+    args: argparse.Namespace,
+    service: str,
+    make_daemon: Callable[[Observer], _D],
+    metrics: Callable[[_D], dict[str, dict[str, float]]],
+    stopped: Callable[[_D], None],
+    ready: str | None = None,
+) -> int:
+    """Run a line daemon (`dance.service.linedaemon`: ``ssh-keys-daemon``,
+    ``eap-verify-daemon``) on ``args.socket`` until SIGTERM or SIGINT; SIGHUP flushes its caches.
+
+    ``metrics(daemon)`` gives the command's counters for `observe_service` (the resolver's are
+    added as ``dns``); ``ready`` is printed once the signals are handled; ``stopped(daemon)``
+    logs the counters once the daemon is closed. A socket it cannot listen on is a UsageError."""
+
+    async def run() -> None:
+        holder: list[_D] = []
+
+        def sources() -> dict[str, dict[str, float]]:
+            if not holder:
+                return {}
+            out = metrics(holder[0])
+            if holder[0].resolver is not None:
+                out["dns"] = dict(holder[0].resolver.stats())
+            return out
+
+        observer, endpoint = observe_service(args, service, sources)
+        daemon = make_daemon(observer)
+        holder.append(daemon)
+        try:
+            await daemon.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.socket}: {exc.strerror or exc}") from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.flush)  # revocations apply at once
+        if ready is not None:
+            print(ready, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+            await daemon.close()
+            stopped(daemon)
+
+    asyncio.run(run())
+    return EXIT_OK
 
 
 def add_front_options(

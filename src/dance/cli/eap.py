@@ -21,20 +21,19 @@ TLSA lookup, RFC 7671 matching); the EAP identity must be that name unless
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from typing import Any
 
 from dance.cli.common import (
     UsageError,
     add_dns_options,
+    add_socket_options,
     log_to_stderr,
     make_resolver,
-    observe_service,
     positive_int,
     require_limits,
+    run_line_daemon,
 )
-from dance.cli.ssh import _octal_mode
 from dance.cli.tls import EXIT_OK, _allow_entries
 
 log = logging.getLogger("dance.eap")
@@ -51,14 +50,7 @@ def register(subparsers: Any) -> None:
             "dNSName, checked against the allow-list, then DNSSEC-validated TLSA records."
         ),
     )
-    p.add_argument("--socket", required=True, metavar="PATH", help="Unix socket to listen on")
-    p.add_argument(
-        "--socket-mode",
-        type=_octal_mode,
-        default=0o660,
-        metavar="MODE",
-        help="socket file mode (default 0660: give the socket's group to FreeRADIUS's account)",
-    )
+    add_socket_options(p, 0o660, "give the socket's group to FreeRADIUS's account")
     p.add_argument(
         "--allow",
         action="append",
@@ -106,8 +98,6 @@ def cmd_eap_build_hook(args: argparse.Namespace) -> int:
 
 
 def cmd_eap_verify_daemon(args: argparse.Namespace) -> int:
-    import signal
-
     from dance.auth import AllowList
     from dance.eap.server import VerifyDaemon, VerifyDaemonConfig
 
@@ -127,53 +117,33 @@ def cmd_eap_verify_daemon(args: argparse.Namespace) -> int:
         request_timeout=min(args.deadline + 3.0, 60.0),
     )
 
-    async def run() -> None:
-        holder: dict[str, VerifyDaemon] = {}
+    def metrics(daemon: VerifyDaemon) -> dict[str, dict[str, float]]:
+        stats = daemon.stats
+        out: dict[str, dict[str, float]] = {
+            "eap": {"requests": stats.requests, "accepted": stats.accepted,
+                    "refused": stats.refused},
+            "eap_refused:reason": dict(stats.reasons),
+            "eap_errors:reason": dict(stats.errors),
+        }  # fmt: skip
+        if daemon.authenticator is not None:
+            out["auth"] = dict(daemon.authenticator.stats())
+        return out
 
-        def sources() -> dict[str, dict[str, float]]:
-            daemon = holder.get("daemon")
-            if daemon is None:
-                return {}
-            stats = daemon.stats
-            out: dict[str, dict[str, float]] = {
-                "eap": {"requests": stats.requests, "accepted": stats.accepted,
-                        "refused": stats.refused},
-                "eap_refused:reason": dict(stats.reasons),
-                "eap_errors:reason": dict(stats.errors),
-            }  # fmt: skip
-            if daemon.authenticator is not None:
-                out["auth"] = dict(daemon.authenticator.stats())
-            if daemon.resolver is not None:
-                out["dns"] = dict(daemon.resolver.stats())
-            return out
+    def stopped(daemon: VerifyDaemon) -> None:
+        log.warning(
+            "eap verify daemon stopped: %d requests, %d accepted, %d refused %s, errors %s",
+            daemon.stats.requests,
+            daemon.stats.accepted,
+            daemon.stats.refused,
+            daemon.stats.reasons or "{}",
+            daemon.stats.errors or "none",
+        )
 
-        observer, endpoint = observe_service(args, "eap-verify", sources)
-        daemon = VerifyDaemon(config, lambda: make_resolver(args), observer)
-        holder["daemon"] = daemon
-        try:
-            await daemon.start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {args.socket}: {exc.strerror or exc}") from None
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, daemon.flush)  # revocations apply at once
-        print(f"eap verify daemon ready on {args.socket}", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            if endpoint is not None:
-                endpoint.close()
-            await daemon.close()
-            log.warning(
-                "eap verify daemon stopped: %d requests, %d accepted, %d refused %s, errors %s",
-                daemon.stats.requests,
-                daemon.stats.accepted,
-                daemon.stats.refused,
-                daemon.stats.reasons or "{}",
-                daemon.stats.errors or "none",
-            )
-
-    asyncio.run(run())
-    return EXIT_OK
+    return run_line_daemon(
+        args,
+        "eap-verify",
+        lambda observer: VerifyDaemon(config, lambda: make_resolver(args), observer),
+        metrics,
+        stopped,
+        ready=f"eap verify daemon ready on {args.socket}",
+    )

@@ -28,10 +28,11 @@ from dance.cli.common import (
     UsageError,
     _Parser,
     add_dns_options,
+    add_socket_options,
     client_name_arg,
     make_resolver,
-    observe_service,
     positive_int,
+    run_line_daemon,
     ttl_int,
 )
 
@@ -159,19 +160,7 @@ def _keys_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _octal_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
-    if not 0 <= mode <= 0o777:
-        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
-    return mode
-
-
 def cmd_keys_daemon(args: argparse.Namespace) -> int:
-    import signal
-
     from dance.ssh.server import KeyDaemon, KeyDaemonConfig
 
     _setup_logging(args)
@@ -185,51 +174,30 @@ def cmd_keys_daemon(args: argparse.Namespace) -> int:
         request_timeout=min(args.deadline + 3.0, 60.0),
     )
 
-    async def run() -> None:
-        holder: dict[str, KeyDaemon] = {}
+    def metrics(daemon: KeyDaemon) -> dict[str, dict[str, float]]:
+        stats = daemon.stats
+        return {
+            "ssh": {"requests": stats.requests, "accepted": stats.accepted,
+                    "refused": stats.refused},
+            "ssh_errors:reason": dict(stats.errors),
+        }  # fmt: skip
 
-        def sources() -> dict[str, dict[str, float]]:
-            daemon = holder.get("daemon")
-            if daemon is None:
-                return {}
-            stats = daemon.stats
-            out: dict[str, dict[str, float]] = {
-                "ssh": {"requests": stats.requests, "accepted": stats.accepted,
-                        "refused": stats.refused},
-                "ssh_errors:reason": dict(stats.errors),
-            }  # fmt: skip
-            if daemon.resolver is not None:
-                out["dns"] = dict(daemon.resolver.stats())
-            return out
+    def stopped(daemon: KeyDaemon) -> None:
+        log.info(
+            "ssh key daemon stopped: %d requests, %d accepted, %d refused, errors %s",
+            daemon.stats.requests,
+            daemon.stats.accepted,
+            daemon.stats.refused,
+            daemon.stats.errors or "none",
+        )
 
-        observer, endpoint = observe_service(args, "ssh-keys", sources)
-        daemon = KeyDaemon(config, lambda: make_resolver(args), observer)
-        holder["daemon"] = daemon
-        try:
-            await daemon.start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {args.socket}: {exc.strerror or exc}") from None
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, daemon.flush)  # revocations apply at once
-        try:
-            await stop.wait()
-        finally:
-            if endpoint is not None:
-                endpoint.close()
-            await daemon.close()
-            log.info(
-                "ssh key daemon stopped: %d requests, %d accepted, %d refused, errors %s",
-                daemon.stats.requests,
-                daemon.stats.accepted,
-                daemon.stats.refused,
-                daemon.stats.errors or "none",
-            )
-
-    asyncio.run(run())
-    return EXIT_OK
+    return run_line_daemon(
+        args,
+        "ssh-keys",
+        lambda observer: KeyDaemon(config, lambda: make_resolver(args), observer),
+        metrics,
+        stopped,
+    )
 
 
 def cmd_ssh_tlsa(args: argparse.Namespace) -> int:
@@ -330,14 +298,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="The key daemon for 'dance-ssh-keys --socket PATH': one resolver and its "
         "validated cache for every key sshd asks about.",
     )
-    p.add_argument("--socket", required=True, metavar="PATH", help="Unix socket to listen on")
-    p.add_argument(
-        "--socket-mode",
-        type=_octal_mode,
-        default=0o666,
-        metavar="MODE",
-        help="socket file mode (default 0666: sshd's AuthorizedKeysCommandUser must connect)",
-    )
+    add_socket_options(p, 0o666, "sshd's AuthorizedKeysCommandUser must connect")
     p.add_argument(
         "--max-connections", type=positive_int, default=64, help="open requests (default 64)"
     )

@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import _socket  # the C module: socket.py would import selectors and enum, a few ms per check
-
 from dance.eap.protocol import MAX_REPLY, decode_reply, encode_request
+from dance.service.lineproto import ask_line
 
 TIMEOUT = 8.0  # seconds for the whole exchange; FreeRADIUS kills the hook after 10
 
@@ -20,18 +19,4 @@ def ask(
     Raises OSError when no daemon answers, ProtocolError for a malformed exchange.
     """
     request = encode_request(identity, cert_b64)
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        conn.settimeout(timeout)
-        conn.connect(path)
-        conn.sendall(request)
-        conn.shutdown(_socket.SHUT_WR)
-        data = b""
-        while len(data) <= MAX_REPLY:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        conn.close()
-    return decode_reply(data)
+    return decode_reply(ask_line(path, request, MAX_REPLY, timeout))

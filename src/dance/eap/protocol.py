@@ -14,6 +14,23 @@ from __future__ import annotations
 
 import binascii
 
+from dance.service.lineproto import ProtocolError, printable, split_request
+
+__all__ = [
+    "MAGIC",
+    "MAX_CERT",
+    "MAX_IDENTITY",
+    "MAX_REPLY",
+    "MAX_REQUEST",
+    "NO_IDENTITY",
+    "ProtocolError",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+    "pem_body",
+]
+
 MAGIC = "DANCE-EAP-VERIFY/1"
 MAX_CERT = 16384  # DER bytes: an RSA-8192 certificate with many extensions stays under 4 KiB
 MAX_REQUEST = len(MAGIC) + 256 + 4 * (MAX_CERT // 3 + 1) + 4
@@ -23,14 +40,6 @@ NO_IDENTITY = "-"
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _PEM_END = "-----END CERTIFICATE-----"
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
-
-
-class ProtocolError(ValueError):
-    """A request, reply or certificate file that does not follow the protocol."""
-
-
-def _field_ok(text: str) -> bool:
-    return bool(text) and all(33 <= ord(c) <= 126 for c in text)
 
 
 def pem_body(text: str) -> str:
@@ -56,9 +65,9 @@ def pem_body(text: str) -> str:
 
 def encode_request(identity: str | None, cert_b64: str) -> bytes:
     ident = NO_IDENTITY if identity is None else identity
-    if not _field_ok(ident) or len(ident) > MAX_IDENTITY:
+    if not printable(ident) or len(ident) > MAX_IDENTITY:
         raise ProtocolError("identity must be printable ASCII without spaces, at most 253 bytes")
-    if not _field_ok(cert_b64) or not set(cert_b64) <= _B64:
+    if not printable(cert_b64) or not set(cert_b64) <= _B64:
         raise ProtocolError("certificate must be base64")
     line = f"{MAGIC}\t{ident}\t{cert_b64}\n".encode("ascii")
     if len(line) > MAX_REQUEST:
@@ -68,19 +77,10 @@ def encode_request(identity: str | None, cert_b64: str) -> bytes:
 
 def decode_request(line: bytes) -> tuple[str | None, bytes]:
     """``(identity or None, DER certificate)`` from one request line (with its LF)."""
-    if len(line) > MAX_REQUEST or not line.endswith(b"\n"):
-        raise ProtocolError("request too long or not terminated")
-    try:
-        text = line[:-1].decode("ascii")
-    except UnicodeDecodeError:
-        raise ProtocolError("request is not ASCII") from None
-    parts = text.split("\t")
-    if len(parts) != 3 or parts[0] != MAGIC:
-        raise ProtocolError("not a DANCE-EAP-VERIFY/1 request")
-    ident, blob = parts[1], parts[2]
-    if not _field_ok(ident) or len(ident) > MAX_IDENTITY:
+    ident, blob = split_request(line, MAGIC, 2, MAX_REQUEST)
+    if not printable(ident) or len(ident) > MAX_IDENTITY:
         raise ProtocolError("identity must be printable ASCII without spaces")
-    if not _field_ok(blob) or not set(blob) <= _B64:
+    if not printable(blob) or not set(blob) <= _B64:
         raise ProtocolError("certificate must be base64")
     try:
         der = binascii.a2b_base64(blob, strict_mode=True)
@@ -92,7 +92,7 @@ def decode_request(line: bytes) -> tuple[str | None, bytes]:
 
 
 def encode_reply(kind: str, text: str) -> bytes:
-    if kind not in ("OK", "NO", "ERR") or not _field_ok(text):
+    if kind not in ("OK", "NO", "ERR") or not printable(text):
         raise ProtocolError("bad reply")
     data = f"{kind}\t{text}\n".encode("ascii")
     if len(data) > MAX_REPLY:
@@ -109,6 +109,6 @@ def decode_reply(data: bytes) -> tuple[str, str]:
     except UnicodeDecodeError:
         raise ProtocolError("reply is not ASCII") from None
     kind, sep, rest = text.partition("\t")
-    if sep and kind in ("OK", "NO", "ERR") and _field_ok(rest):
+    if sep and kind in ("OK", "NO", "ERR") and printable(rest):
         return kind, rest
     raise ProtocolError("unknown reply")

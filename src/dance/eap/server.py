@@ -27,7 +27,7 @@ from dance.auth import AllowList, Authenticator
 from dance.dns import TLSAResolver
 from dance.eap.core import check_certificate
 from dance.eap.protocol import MAX_REQUEST, ProtocolError, decode_request, encode_reply
-from dance.service.linedaemon import LineDaemon
+from dance.service.linedaemon import LineDaemon, LineDaemonStats
 from dance.service.observe import Observer
 
 log = logging.getLogger("dance.eap")
@@ -47,19 +47,12 @@ class VerifyDaemonConfig:
 
 
 @dataclass
-class VerifyDaemonStats:
-    requests: int = 0
-    accepted: int = 0
-    refused: int = 0
+class VerifyDaemonStats(LineDaemonStats):
     reasons: dict[str, int] = field(default_factory=dict)  # refusals by reason
-    errors: dict[str, int] = field(default_factory=dict)  # requests not decided
 
     def refuse(self, reason: str) -> None:
         self.refused += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def error(self, reason: str) -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + 1
 
 
 class VerifyDaemon(LineDaemon):
@@ -85,9 +78,9 @@ class VerifyDaemon(LineDaemon):
             max_request=MAX_REQUEST,
             resolver_factory=resolver_factory,
             stats=self.stats,
+            observer=observer,
         )
         self.config = config
-        self.observer = observer
         self.authenticator: Authenticator | None = None
 
     def _started(self, resolver: TLSAResolver) -> None:
@@ -119,11 +112,10 @@ class VerifyDaemon(LineDaemon):
             self.stats.error("internal")
             return encode_reply("ERR", "internal-error")
         shown = decision.client_name or "-"
-        if self.observer is not None:
-            self.observer.record(
-                peer, shown, "accepted" if decision.accepted else "rejected",
-                decision.reason, decision.dns_outcome, started,
-            )  # fmt: skip
+        self._record(
+            peer, shown, "accepted" if decision.accepted else "rejected",
+            decision.reason, decision.dns_outcome, started,
+        )  # fmt: skip
         if decision.accepted and decision.client_name:
             self.stats.accepted += 1
             log.info("accepted EAP-TLS certificate of %s (identity %s)", shown, identity or "-")

@@ -3,8 +3,10 @@ SSH key daemon (`dance.ssh.server`) and the EAP-TLS verify daemon (`dance.eap.se
 
 A hook process (run by sshd or FreeRADIUS for every key or certificate) connects, sends one line,
 reads one reply and leaves. The daemon keeps one `TLSAResolver` for all requests. Subclasses
-implement :meth:`LineDaemon.answer` (never raises) and may extend :meth:`LineDaemon._started` and
-:meth:`LineDaemon.flush`.
+implement :meth:`LineDaemon.answer` (never raises; each decision goes to the access log through
+:meth:`LineDaemon._record`), count in a `LineDaemonStats`, and may extend
+:meth:`LineDaemon._started` and :meth:`LineDaemon.flush`. The protocols' shared framing and the
+hooks' client are in `dance.service.lineproto`.
 
 Limits, each refusal counted in ``stats.errors`` by reason:
 
@@ -30,16 +32,34 @@ import stat
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from dance.dns import TLSAResolver
 
-__all__ = ["LineDaemon", "peer_credentials"]
+if TYPE_CHECKING:
+    from dance.service.observe import Observer
+
+__all__ = ["LineDaemon", "LineDaemonStats", "peer_credentials"]
 
 
 class _Stats(Protocol):
     def error(self, reason: str) -> None: ...
+
+
+@dataclass
+class LineDaemonStats:
+    """A line daemon's counters: requests, their decisions, and the requests it could not decide
+    (``errors``, by reason: the limits above, a malformed request, an internal error)."""
+
+    requests: int = 0
+    accepted: int = 0
+    refused: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
 
 
 class _Conn:
@@ -71,6 +91,7 @@ class LineDaemon:
         max_request: int,
         resolver_factory: Callable[[], TLSAResolver],
         stats: _Stats,
+        observer: Observer | None = None,
     ) -> None:
         if max_connections < 1 or not request_timeout > 0 or not line_timeout > 0:
             raise ValueError("limits must be positive")
@@ -81,6 +102,7 @@ class LineDaemon:
         self.line_timeout = min(line_timeout, request_timeout)
         self.max_request = max_request
         self.stats = stats
+        self.observer = observer
         self._resolver_factory = resolver_factory
         self._resolver: TLSAResolver | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -151,6 +173,13 @@ class LineDaemon:
     async def answer(self, line: bytes, peer: str = "-") -> bytes:
         """The reply to one request line (never raises)."""
         raise NotImplementedError
+
+    def _record(
+        self, peer: str, name: str, outcome: str, reason: str, dns: str, started: float
+    ) -> None:
+        """One decision in the access log (when there is one)."""
+        if self.observer is not None:
+            self.observer.record(peer, name, outcome, reason, dns, started)
 
     def _make_room(self) -> bool:
         """At the limit: close the connection that has waited longest for its line."""

@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import _socket  # the C module: socket.py would import selectors and enum, a few ms per key
-
+from dance.service.lineproto import ask_line
 from dance.ssh.protocol import MAX_REPLY, decode_reply, encode_request
 
 TIMEOUT = 10.0  # seconds for the whole exchange; the daemon bounds its DNS work below this
@@ -18,18 +17,4 @@ def ask(path: str, user: str, keytype: str, blob: str, timeout: float = TIMEOUT)
     Raises OSError when no daemon answers, ProtocolError for a malformed exchange.
     """
     request = encode_request(user, keytype, blob)
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        conn.settimeout(timeout)
-        conn.connect(path)
-        conn.sendall(request)
-        conn.shutdown(_socket.SHUT_WR)
-        data = b""
-        while len(data) <= MAX_REPLY:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        conn.close()
-    return decode_reply(data)
+    return decode_reply(ask_line(path, request, MAX_REPLY, timeout))

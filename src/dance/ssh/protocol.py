@@ -11,22 +11,27 @@ this module on its fast path.
 
 from __future__ import annotations
 
+from dance.service.lineproto import ProtocolError, printable, split_request
+
+__all__ = [
+    "MAGIC",
+    "MAX_REPLY",
+    "MAX_REQUEST",
+    "ProtocolError",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+]
+
 MAGIC = "DANCE-SSH-KEYS/1"
 MAX_REQUEST = 16384  # bytes, LF included: an RSA-16384 blob in base64 is under 3 KiB
 MAX_REPLY = 16384
 
 
-class ProtocolError(ValueError):
-    """A request or reply that does not follow the protocol."""
-
-
-def _field_ok(text: str) -> bool:
-    return bool(text) and all(33 <= ord(c) <= 126 for c in text)
-
-
 def encode_request(user: str, keytype: str, blob: str) -> bytes:
     for field in (user, keytype, blob):
-        if not _field_ok(field):
+        if not printable(field):
             raise ProtocolError("fields must be printable ASCII without spaces")
     line = f"{MAGIC}\t{user}\t{keytype}\t{blob}\n".encode("ascii")
     if len(line) > MAX_REQUEST:
@@ -36,17 +41,8 @@ def encode_request(user: str, keytype: str, blob: str) -> bytes:
 
 def decode_request(line: bytes) -> tuple[str, str, str]:
     """``(user, keytype, blob)`` from one request line (with its LF)."""
-    if len(line) > MAX_REQUEST or not line.endswith(b"\n"):
-        raise ProtocolError("request too long or not terminated")
-    try:
-        text = line[:-1].decode("ascii")
-    except UnicodeDecodeError:
-        raise ProtocolError("request is not ASCII") from None
-    parts = text.split("\t")
-    if len(parts) != 4 or parts[0] != MAGIC:
-        raise ProtocolError("not a DANCE-SSH-KEYS/1 request")
-    user, keytype, blob = parts[1:]
-    if not all(_field_ok(f) for f in (user, keytype, blob)):
+    user, keytype, blob = split_request(line, MAGIC, 3, MAX_REQUEST)
+    if not all(printable(f) for f in (user, keytype, blob)):
         raise ProtocolError("fields must be printable ASCII without spaces")
     return user, keytype, blob
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dance.auth import Authenticator
 from dance.dns import TLSAResolver
 from dance.identity import Identity
-from dance.service.linedaemon import LineDaemon
+from dance.service.linedaemon import LineDaemon, LineDaemonStats
 from dance.service.observe import Observer
 from dance.ssh.core import (
     NamesFileError,
@@ -56,15 +56,8 @@ class KeyDaemonConfig:
     line_timeout: float = 2.0
 
 
-@dataclass
-class KeyDaemonStats:
-    requests: int = 0
-    accepted: int = 0
-    refused: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def error(self, reason: str) -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + 1
+class KeyDaemonStats(LineDaemonStats):
+    """The key daemon's counters: those of every line daemon (refusals are not split by reason)."""
 
 
 class KeyDaemon(LineDaemon):
@@ -90,23 +83,13 @@ class KeyDaemon(LineDaemon):
             max_request=MAX_REQUEST,
             resolver_factory=resolver_factory,
             stats=self.stats,
+            observer=observer,
         )
         self.config = config
-        self.observer = observer
 
     async def answer(self, line: bytes, peer: str = "-") -> bytes:
         """The reply to one request line (never raises)."""
         started = time.monotonic()
-        reply = await self._answer(line, peer, started)
-        return reply
-
-    def _record(
-        self, peer: str, name: str, outcome: str, reason: str, dns: str, started: float
-    ) -> None:
-        if self.observer is not None:
-            self.observer.record(peer, name, outcome, reason, dns, started)
-
-    async def _answer(self, line: bytes, peer: str, started: float) -> bytes:
         self.stats.requests += 1
         try:
             user, keytype, blob = decode_request(line)

@@ -35,15 +35,6 @@ __all__ = ["EapolResult", "FreeRadius", "eapol_test"]
 SECRET = "dance-eap-test"  # noqa: S105 - the RADIUS shared secret of a loopback test server
 
 
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 RADIUSD_CONF = """\
 prefix = /usr
 exec_prefix = /usr
@@ -199,7 +190,7 @@ class FreeRadius:
                 "            }\n"
             )
         if not self.port:
-            self.port = _free_udp_port()
+            self.port = servers.free_port()
         (d / "radiusd.conf").write_text(
             RADIUSD_CONF.format(
                 dir=d,

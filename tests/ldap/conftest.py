@@ -4,11 +4,10 @@ CAs at ``_user.<domain>``, and the DANCE LDAP front in a thread (LDAPS and Start
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from dance.testkit import Hierarchy
 from dance.testkit.slapd import Slapd, directory_ldif, person, slapd_conf
 from tests.conftest import require_binary
 from tests.pki import key
+from tests.threads import serve_in_thread
 from tests.tls.common import NOW
 from tests.worlds import Files, loopback_resolver, serve_signed, write_files
 
@@ -153,12 +153,8 @@ class Front:
 
 @pytest.fixture(scope="package")
 def front(users: Users, slapd: Slapd) -> Iterator[Front]:
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    stop = asyncio.Event()
-    started = threading.Event()
-
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def serve(loop: asyncio.AbstractEventLoop) -> AsyncIterator[Front]:
         async with resolver(users) as res:
             proxy = await start_ldap_proxy(
                 "127.0.0.1",
@@ -169,23 +165,7 @@ def front(users: Users, slapd: Slapd) -> Iterator[Front]:
                 key=users.server.key,
                 authenticator=Authenticator(res, allow=ALLOW),
             )
-            ready["front"] = Front(proxy, loop)
-            started.set()
-            await stop.wait()
+            yield Front(proxy, loop)
             await proxy.shutdown(0)
 
-    def run() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30) and "front" in ready, "the LDAP front did not start"
-    try:
-        yield ready["front"]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
+    yield from serve_in_thread(serve, "the LDAP front")

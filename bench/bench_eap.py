@@ -35,15 +35,6 @@ NAME = "sensor1._device.example.test"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def wall(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def row(label: str, times: list[float]) -> None:
     med = statistics.median(times)
     print(f"{label:<62} median {med * 1000:8.2f} ms   min {min(times) * 1000:8.2f} ms")
@@ -52,7 +43,7 @@ def row(label: str, times: list[float]) -> None:
 def main() -> None:
     import argparse
 
-    from benchlib import Results
+    from benchlib import Results, alternating
 
     parser = argparse.ArgumentParser(description="dance EAP-TLS verify hook benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (make bench-quick)")
@@ -124,7 +115,6 @@ def main() -> None:
             )
             n = 40 // k
             # alternate the rows, one call of each per round, so load changes hit them all alike
-            rows: dict[str, list[float]] = {}
             calls = {
                 "floor: `/bin/true` process (fork + exec)": exec_floor,
                 "floor: `python -c pass` process": python_floor,
@@ -132,9 +122,7 @@ def main() -> None:
                 "python -I -S eap_hook.py --socket, warm daemon": hook_call,
                 "dance-eap-verify console script --socket, warm daemon": script_call,
             }
-            for _ in range(n):
-                for label, fn in calls.items():
-                    rows.setdefault(label, []).extend(wall(fn, 1))
+            rows = alternating(calls, n)
             for label, times in rows.items():
                 row(label, times)
             labels = list(calls)
@@ -180,12 +168,12 @@ def main() -> None:
                         )  # fmt: skip
                         assert res.accepted, res.output[-2000:]
 
-                    full: dict[str, list[float]] = {}
                     for r in servers.values():
                         authenticate(r)
-                    for _ in range(30 // k):  # alternating, as above
-                        for label, r in servers.items():
-                            full.setdefault(label, []).extend(wall(lambda r=r: authenticate(r), 1))
+                    full = alternating(  # as above
+                        {label: lambda r=r: authenticate(r) for label, r in servers.items()},
+                        30 // k,
+                    )
                 finally:
                     for radius in servers.values():
                         radius.stop()

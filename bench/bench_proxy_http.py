@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from dance import certs, make_record  # noqa: E402
+from dance.testkit.servers import stop_process  # noqa: E402
 
 DEVICE = "sensor7._device.example.test"
 NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
@@ -181,15 +182,9 @@ def backend_main() -> None:
                 await writer.drain()
         writer.close()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        server = await asyncio.start_server(on, "127.0.0.1", 0, backlog=512)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        async with server:
-            await stop.wait()
+    from benchlib import serve_until_sigterm
 
-    asyncio.run(main())
+    serve_until_sigterm(on, backlog=512, announce=True)
 
 
 def proxy_main(args: argparse.Namespace) -> None:
@@ -277,12 +272,7 @@ class Child:
         self.port = int(self.proc.stdout.readline())
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

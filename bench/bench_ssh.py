@@ -44,25 +44,6 @@ def pub(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
     return keytype, blob
 
 
-def wall(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def alternate(a, b, n: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
-    """``a`` and ``b`` called in turn, so that both see the same load on a shared machine."""
-    times_a: list[float] = []
-    times_b: list[float] = []
-    for _ in range(n):
-        times_a += wall(a, 1)
-        times_b += wall(b, 1)
-    return times_a, times_b
-
-
 def row(label: str, times: list[float]) -> None:
     med = statistics.median(times)
     print(f"{label:<58} median {med * 1000:9.3f} ms   min {min(times) * 1000:9.3f} ms")
@@ -71,7 +52,7 @@ def row(label: str, times: list[float]) -> None:
 def main() -> None:
     import argparse
 
-    from benchlib import Results
+    from benchlib import Results, alternating, wall
     from dance.ssh import ssh_key_to_spki
 
     parser = argparse.ArgumentParser(description="dance SSH key hook benchmark")
@@ -165,7 +146,9 @@ def main() -> None:
             )
             slow = wall(command, 10 // k)
             row("dance ssh-keys-command, one process, in-process check", slow)
-            floor, fast = alternate(python_floor, hook_call, 60 // k)
+            # in turn, so that both see the same load on a shared machine
+            times = alternating({"floor": python_floor, "hook": hook_call}, 60 // k)
+            floor, fast = times["floor"], times["hook"]
             row("floor: `python -c pass` process (alternating with the hook)", floor)
             row("dance-ssh-keys --socket (what sshd runs), warm daemon", fast)
             med, base = statistics.median(fast), statistics.median(floor)

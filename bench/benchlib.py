@@ -2,7 +2,9 @@
 
 Each figure is a row: metric, value, unit, and where there is one the peer measured in the same
 run (name and value), their ratio, and the target. ``bench/report.py`` turns the files into
-docs/performance.md, with the date and the machine of each run. Standard library only.
+docs/performance.md, with the date and the machine of each run. Standard library only. Also
+the small timing and child-process helpers the scripts share (``wall``, ``alternating``,
+``serve_until_sigterm``).
 
     from benchlib import Results
     results = Results("bench_match", quick=args.quick)
@@ -13,12 +15,16 @@ docs/performance.md, with the date and the machine of each run. Standard library
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
 import platform
+import signal
 import ssl
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -120,3 +126,45 @@ class Results:
         path.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"(results written to {path.relative_to(RESULTS.parent.parent)})")
         return path
+
+
+def wall(fn: Callable[[], object], n: int) -> list[float]:
+    """The wall time of ``n`` calls of ``fn``, one figure (seconds) a call."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def alternating(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """``rounds`` rounds of one call of each of ``calls`` in turn, so that load changes on a
+    shared machine hit them all alike: the wall times of each, by label."""
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(rounds):
+        for label, fn in calls.items():
+            times[label] += wall(fn, 1)
+    return times
+
+
+def serve_until_sigterm(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    port: int = 0,
+    *,
+    backlog: int = 100,
+    announce: bool = False,
+) -> None:
+    """A child process's TCP server on 127.0.0.1:``port`` until SIGTERM; with ``announce``, the
+    port it listens on printed first (one line on stdout)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        server = await asyncio.start_server(handler, "127.0.0.1", port, backlog=backlog)
+        if announce:
+            print(server.sockets[0].getsockname()[1], flush=True)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(main())

@@ -47,7 +47,6 @@ import contextlib
 import datetime
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -71,14 +70,27 @@ import dns.update  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
 
+from benchlib import serve_until_sigterm  # noqa: E402
 from dance import certs, make_record  # noqa: E402
 from dance.ssh import ssh_key_to_spki, ssh_tlsa_record  # noqa: E402
 from dance.ssh.protocol import decode_reply, encode_request  # noqa: E402
 from dance.testkit import Fault, Hierarchy, ServerThread  # noqa: E402
 from dance.testkit.authority import ZONE, make_zone_dir, python_env  # noqa: E402
 from dance.testkit.authority import serve as serve_authority  # noqa: E402
-from dance.testkit.servers import free_port  # noqa: E402
+from dance.testkit.servers import free_port, stop_process  # noqa: E402
 from dance.tsig import generate_tsig_key, write_tsig_key  # noqa: E402
+from soaklib import (  # noqa: E402
+    Measured,
+    Sample,
+    SampleLog,
+    latency_summary,
+    leak_check,
+    log_lines_matching,
+    passed,
+    reset,
+    wait_for_baseline,
+    watch_peaks,
+)
 
 DEVICE = "sensor7._device.example.test"
 ALICE = "alice._user.example.test"
@@ -112,7 +124,7 @@ class Settings:
 
 
 @dataclass
-class Server:
+class Server(Measured):
     process: subprocess.Popen[bytes]
     log: Path
 
@@ -120,32 +132,11 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def rss_kib(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return int(self.process.returncode)
+        return stop_process(self.process, timeout)
 
     def bad_log_lines(self) -> list[str]:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if any(p in line for p in BAD_LOG_PATTERNS)]
+        return log_lines_matching(self.log, BAD_LOG_PATTERNS)
 
 
 def start_process(
@@ -450,14 +441,7 @@ async def _sink_session(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 def sink_main(port: int) -> None:
     """``--sink-port N``: the SMTP sink as a process of its own (the SMTP proxy's backend)."""
 
-    async def main() -> None:
-        server = await asyncio.start_server(_sink_session, "127.0.0.1", port)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with server:
-            await stop.wait()
-
-    asyncio.run(main())
+    serve_until_sigterm(_sink_session, port)
 
 
 def _smtp_reply(f: Any) -> tuple[int, bytes]:
@@ -537,12 +521,7 @@ class SmtpTarget(TcpTarget):
 
     def backend_stop(self) -> None:
         if self.sink is not None:
-            self.sink.terminate()
-            try:
-                self.sink.wait(10)
-            except subprocess.TimeoutExpired:
-                self.sink.kill()
-                self.sink.wait(10)
+            stop_process(self.sink)
             self.sink = None
 
     def stop(self) -> int:
@@ -615,15 +594,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
 
 
 @dataclass
-class Sample:
-    at: float
-    ok: bool
-    latency: float
-    detail: str = ""
-
-
-@dataclass
-class Legit:
+class Legit(SampleLog):
     target: Target
     samples: list[Sample] = field(default_factory=list)
 
@@ -639,31 +610,10 @@ class Legit:
             self.samples.append(sample)
         return sample
 
-    async def stream(self, stop: asyncio.Event, workers: int) -> None:
-        async def worker() -> None:
-            while not stop.is_set():
-                await self.once()
-                await asyncio.sleep(0.02)
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
-    def between(self, start: float, end: float) -> list[Sample]:
-        return [s for s in self.samples if start <= s.at < end]
-
 
 def summary(samples: list[Sample]) -> dict[str, Any]:
-    lat = sorted(s.latency for s in samples if s.ok)
-    ok = sum(s.ok for s in samples)
-
-    def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else 0.0
-
     return {
-        "attempts": len(samples),
-        "ok": ok,
-        "success": round(ok / len(samples), 4) if samples else 1.0,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
+        **latency_summary(samples),
         "failures": sorted({s.detail for s in samples if not s.ok})[:3],
     }
 
@@ -712,19 +662,13 @@ class Held:
             sock.close()
 
 
-def _rst(sock: socket.socket) -> None:
-    if sock.family == socket.AF_INET:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 def burst(target: Target, stop_at: float) -> int:
     n = 0
     while time.monotonic() < stop_at:
         with contextlib.suppress(OSError):
             sock = target.connect(SOURCES["burst"])
             if n % 2:
-                _rst(sock)
+                reset(sock)
             else:
                 sock.close()
             n += 1
@@ -758,15 +702,6 @@ def hold(target: Target, kind: str, count: int, stop_at: float) -> dict[str, int
 # -- the run ----------------------------------------------------------------------------------
 
 
-async def wait_for_baseline(server: Server, baseline: int, limit: float) -> tuple[bool, float]:
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if server.fds() <= baseline:
-            return True, round(time.monotonic() - start, 2)
-        await asyncio.sleep(0.1)
-    return False, round(time.monotonic() - start, 2)
-
-
 async def run_phase(
     name: str,
     target: Target,
@@ -778,16 +713,8 @@ async def run_phase(
     server = target.server
     stop = asyncio.Event()
     peak = {"fds": server.fds(), "rss_kib": server.rss_kib()}
-
-    async def sample() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                peak["fds"] = max(peak["fds"], server.fds())
-                peak["rss_kib"] = max(peak["rss_kib"], server.rss_kib())
-            await asyncio.sleep(0.1)
-
     start = time.monotonic()
-    sampler = asyncio.ensure_future(sample())
+    sampler = asyncio.ensure_future(watch_peaks(server, peak, stop))
     stream = asyncio.ensure_future(legit.stream(stop, settings.legit_workers))
     try:
         abuse = await action()
@@ -891,19 +818,6 @@ async def suite(target: Target, settings: Settings) -> dict[str, Any]:
     return report
 
 
-def leak_check(rounds: list[dict[str, Any]], tolerance: float = 0.10) -> dict[str, Any]:
-    if len(rounds) < 2:
-        return {"rounds": len(rounds), "passed": None}
-    first, last = rounds[0]["rss_end_kib"], rounds[-1]["rss_end_kib"]
-    return {
-        "rounds": len(rounds),
-        "first_end_kib": first,
-        "last_end_kib": last,
-        "growth": round(last / first - 1, 4),
-        "passed": last <= first * (1 + tolerance),
-    }
-
-
 def run(name: str, settings: Settings, workdir: Path | None = None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -920,15 +834,6 @@ def run(name: str, settings: Settings, workdir: Path | None = None) -> dict[str,
         report["leak_check"] = leak_check(report["rounds"])
         report["settings"] = vars(settings)
         return report
-
-
-def passed(report: dict[str, Any]) -> bool:
-    return (
-        all(not p["checks_failed"] for p in report["phases"])
-        and report["exit_status"] == 0
-        and not report["bad_log_lines"]
-        and report["leak_check"]["passed"] is not False
-    )
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -33,7 +33,6 @@ import datetime
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import struct
@@ -48,12 +47,26 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.append(str(ROOT / "bench"))  # soaklib (last: the tests import this file too)
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from dance import certs, make_record  # noqa: E402
 from dance.testkit import Fault, Hierarchy, Injection, ServerThread  # noqa: E402
+from dance.testkit.servers import stop_process  # noqa: E402
 from dance.tls import client_context  # noqa: E402
+from soaklib import (  # noqa: E402
+    Measured,
+    Sample,
+    SampleLog,
+    latency_summary,
+    leak_check,
+    log_lines_matching,
+    passed,
+    reset,
+    wait_for_baseline,
+    watch_peaks,
+)
 
 DEVICE = "sensor7._device.example.test"
 ALLOW = "._device.example.test"
@@ -247,7 +260,7 @@ class Backend:
 # -- the proxy process ------------------------------------------------------------------------
 
 
-class ProxyProcess:
+class ProxyProcess(Measured):
     """``dance proxy`` in its own process, its stderr in a file."""
 
     def __init__(self, world: World, backend_port: int, *extra: str) -> None:
@@ -304,16 +317,6 @@ class ProxyProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def rss_kib(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -321,13 +324,7 @@ class ProxyProcess:
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM; the exit status (the process is killed if it does not exit in time)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         assert self.proc.stdout is not None
         self.stdout.extend(self.proc.stdout.read().decode(errors="replace").splitlines())
         self.proc.stdout.close()
@@ -340,9 +337,7 @@ class ProxyProcess:
             return ""
 
     def bad_log_lines(self) -> list[str]:
-        return [
-            line for line in self.log().splitlines() if any(p in line for p in BAD_LOG_PATTERNS)
-        ]
+        return log_lines_matching(self.log_path, BAD_LOG_PATTERNS)
 
     def final_stats(self) -> dict[str, Any]:
         """The counters the proxy logs when it stops (``proxy stats: {...}``)."""
@@ -362,18 +357,7 @@ class ProxyProcess:
 
 
 @dataclass
-class Sample:
-    at: float
-    ok: bool
-    latency: float
-    detail: str = ""
-    # ok; refused (TLS established, then closed or alerted before any data: the proxy's refusal);
-    # hang (no answer within the client's timeout); error (no TLS connection)
-    outcome: str = "ok"
-
-
-@dataclass
-class Legit:
+class Legit(SampleLog):
     """Legitimate DANCE clients: connect, send a line, expect it echoed, close. With
     ``names``, each attempt presents the next name of that list (an identity the proxy has not
     cached: see ``dns_world(fresh=)``) with the same key."""
@@ -430,17 +414,6 @@ class Legit:
             self.samples.append(sample)
         return sample
 
-    async def stream(self, stop: asyncio.Event, workers: int = 2, pause: float = 0.02) -> None:
-        async def worker() -> None:
-            while not stop.is_set():
-                await self.once()
-                await asyncio.sleep(pause)
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
-    def between(self, start: float, end: float) -> list[Sample]:
-        return [s for s in self.samples if start <= s.at < end]
-
 
 def _served(task: asyncio.Task[Sample]) -> bool:
     return not task.cancelled() and task.exception() is None and task.result().ok
@@ -472,21 +445,12 @@ async def recovery(legit: Legit, since: float, window: float, every: float = 0.1
 
 def summary(samples: list[Sample]) -> dict[str, Any]:
     lat = sorted(s.latency for s in samples if s.ok)
-    ok = sum(s.ok for s in samples)
-
-    def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else 0.0
-
     failed = [s for s in samples if not s.ok]
     outcomes: dict[str, int] = {}
     for s in samples:
         outcomes[s.outcome] = outcomes.get(s.outcome, 0) + 1
     return {
-        "attempts": len(samples),
-        "ok": ok,
-        "success": round(ok / len(samples), 4) if samples else 1.0,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
+        **latency_summary(samples),
         "max_ms": round(lat[-1] * 1000, 1) if lat else 0.0,
         "outcomes": outcomes,
         # the slowest attempt that did not succeed (a refusal must be fast, not a hang)
@@ -530,11 +494,6 @@ def tcp_established(writer: asyncio.StreamWriter) -> bool:
     except OSError:
         return False
     return info[0] == 1  # TCP_ESTABLISHED
-
-
-def _rst(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 async def stime(port: int, seconds: int, world: World | None) -> int:
@@ -583,7 +542,7 @@ async def mid_handshake(port: int, hello: bytes, stop: asyncio.Event, source: st
             sock = await _connect_raw(port, source)
             await loop.sock_sendall(sock, hello)
             if n % 2:
-                _rst(sock)
+                reset(sock)
             else:
                 sock.close()
             n += 1
@@ -598,7 +557,7 @@ async def connect_close(port: int, stop: asyncio.Event, source: str) -> int:
         with contextlib.suppress(OSError):
             sock = await _connect_raw(port, source)
             if n % 2:
-                _rst(sock)
+                reset(sock)
             else:
                 sock.close()
             n += 1
@@ -792,16 +751,6 @@ class Settings:
     settle_seconds: float = 1.0  # after a phase, before reading the proxy's RSS
 
 
-async def wait_for_baseline(proxy: ProxyProcess, baseline: int, limit: float) -> tuple[bool, float]:
-    """Wait until the proxy's descriptors are back to ``baseline``: (reached, seconds)."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if proxy.fds() <= baseline:
-            return True, round(time.monotonic() - start, 2)
-        await asyncio.sleep(0.1)
-    return False, round(time.monotonic() - start, 2)
-
-
 async def run_phase(
     name: str,
     proxy: ProxyProcess,
@@ -814,15 +763,7 @@ async def run_phase(
     stop = asyncio.Event()
     start = time.monotonic()
     peak = {"fds": proxy.fds(), "rss_kib": proxy.rss_kib()}
-
-    async def sample() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                peak["fds"] = max(peak["fds"], proxy.fds())
-                peak["rss_kib"] = max(peak["rss_kib"], proxy.rss_kib())
-            await asyncio.sleep(0.1)
-
-    sampler = asyncio.ensure_future(sample())
+    sampler = asyncio.ensure_future(watch_peaks(proxy, peak, stop))
     streams = [asyncio.ensure_future(legit.stream(stop, workers=settings.legit_workers))]
     if fresh is not None and settings.uncached_workers:
         streams.append(
@@ -1075,21 +1016,6 @@ async def suite(world: World, settings: Settings) -> dict[str, Any]:
     return report
 
 
-def leak_check(rounds: list[dict[str, Any]], tolerance: float = 0.10) -> dict[str, Any]:
-    """After repeated rounds, RSS must not keep growing: the last round's end within
-    ``tolerance`` of the first round's end (needs 2 rounds at least)."""
-    if len(rounds) < 2:
-        return {"rounds": len(rounds), "passed": None}
-    first, last = rounds[0]["rss_end_kib"], rounds[-1]["rss_end_kib"]
-    return {
-        "rounds": len(rounds),
-        "first_end_kib": first,
-        "last_end_kib": last,
-        "growth": round(last / first - 1, 4),
-        "passed": last <= first * (1 + tolerance),
-    }
-
-
 def run(settings: Settings, workdir: Path | None = None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -1134,15 +1060,6 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"final: {report['final']}  exit status {report['exit_status']}")
     print(f"proxy counters: {json.dumps(report['proxy_counters'])}")
     print(f"log lines with tracebacks or errors: {len(report['bad_log_lines'])}")
-
-
-def passed(report: dict[str, Any]) -> bool:
-    return (
-        all(not p["checks_failed"] for p in report["phases"])
-        and report["exit_status"] == 0
-        and not report["bad_log_lines"]
-        and report["leak_check"]["passed"] is not False
-    )
 
 
 def main() -> None:

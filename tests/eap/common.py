@@ -23,8 +23,9 @@ from dance.certs import (
 )
 from dance.dns import TLSAResolver, TrustAnchors
 from dance.eap.server import VerifyDaemon, VerifyDaemonConfig
-from dance.testkit import Hierarchy, ServerThread
+from dance.testkit import Hierarchy
 from dance.tlsa import make_record
+from tests.worlds import loopback_resolver, serve_signed
 
 D = "_device.example.test"
 OK1 = f"sensor1.{D}"  # published 3 1 1, used by the positive tests
@@ -62,7 +63,7 @@ class World:
     devices: dict[str, Device] = field(default_factory=dict)
 
     def resolver(self) -> TLSAResolver:
-        return TLSAResolver(self.dns, anchors=self.anchors, recursion_desired=False, deadline=3.0)
+        return loopback_resolver(self.dns, self.anchors)
 
     def resign(self) -> None:
         self.zones.sign(algorithm=13, denial="nsec3")
@@ -113,17 +114,14 @@ def make_world(d: Path) -> Iterator[World]:
     devices_zone.add("sensor2", "TLSA", make_record(wrong_cert).to_text())
     example.add("printer", "TLSA", make_record(devices["outside"].certificate).to_text())
     legacy.add("cam", "TLSA", make_record(devices["legacy"].certificate).to_text())
-    zones.sign(algorithm=13, denial="nsec3")
-    anchor_text = zones.export_trust_anchor()
-    (d / "anchor.txt").write_text(anchor_text)
-    with ServerThread(zones) as srv:
+    with serve_signed(zones, d) as signed:
         yield World(
             dir=d,
             zones=zones,
             devices_zone=devices_zone,
-            dns=srv.address,
-            anchors=TrustAnchors.from_text(anchor_text),
-            anchor_text=anchor_text,
+            dns=signed.dns,
+            anchors=signed.anchors,
+            anchor_text=signed.anchor_text,
             ca_pem=certificate_pem(ca),
             server_cert_pem=certificate_pem(server),
             server_key_pem=private_key_pem(server_key),

@@ -4,24 +4,24 @@ CAs at ``_user.<domain>``, and the DANCE LDAP front in a thread (LDAPS and Start
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
 
 from dance import certs, make_record
 from dance.auth import Authenticator
 from dance.dns import TLSAResolver, TrustAnchors
 from dance.ldap import LDAPProxy, LDAPProxyConfig, start_ldap_proxy
-from dance.testkit import Hierarchy, ServerThread
+from dance.testkit import Hierarchy
 from dance.testkit.slapd import Slapd, directory_ldif, person, slapd_conf
 from tests.conftest import require_binary
 from tests.pki import key
+from tests.threads import serve_in_thread
 from tests.tls.common import NOW
+from tests.worlds import Files, loopback_resolver, serve_signed, write_files
 
 DOMAIN = "example.test"  # slapd lets the proxy act for this domain's users only
 OTHER = "other.test"  # a domain DANCE authenticates, slapd's authzTo does not cover
@@ -69,12 +69,6 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 
 @dataclass
-class Files:
-    cert: str
-    key: str
-
-
-@dataclass
 class Users:
     dir: Path
     dns: tuple[str, int]
@@ -89,12 +83,6 @@ class Users:
     impostor: Files  # alice@example.test, issued by a CA not in DNS
     gone: Files  # erin@gone.test, whose user CA record was removed
     outside: Files  # frank@outside.test, published but not allowed
-
-
-def _write(d: Path, label: str, cert: x509.Certificate, ca: x509.Certificate, k: Any) -> Files:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert) + certs.certificate_pem(ca))
-    certs.write_private_key(d / f"{label}.key", k)
-    return Files(str(d / f"{label}.pem"), str(d / f"{label}.key"))
 
 
 @pytest.fixture(scope="package")
@@ -117,24 +105,21 @@ def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
         cert = certs.issue_certificate(
             ca, ca_key, key(k).public_key(), dns_names=[domain], uid=uid, now=NOW
         )
-        return _write(d, label, cert, ca, key(k))
+        return write_files(d, label, cert, key(k), ca)
 
     zones = Hierarchy("test.", ttl=60)
     for domain in (DOMAIN, OTHER, UNPUBLISHED, OUTSIDE):
         zone = zones.child(f"{domain}.")
         if domain != UNPUBLISHED:
             zone.add("_user", "TLSA", make_record(cas[domain][0], 2, 0, 1).to_text())
-    zones.sign(algorithm=13, denial="nsec3")
-    anchor_text = zones.export_trust_anchor()
-    (d / "anchor.txt").write_text(anchor_text)
-    with ServerThread(zones) as srv:
+    with serve_signed(zones, d) as signed:
         yield Users(
             dir=d,
-            dns=srv.address,
-            anchors=TrustAnchors.from_text(anchor_text),
-            anchor_file=str(d / "anchor.txt"),
+            dns=signed.dns,
+            anchors=signed.anchors,
+            anchor_file=signed.anchor_file,
             ca=str(d / "ca.pem"),
-            server=Files(*_server_files(d, server_cert, server_key)),
+            server=write_files(d, "server", server_cert, server_key),
             alice=user("alice", "alice", DOMAIN, DOMAIN, 2),
             bob=user("bob", "bob", DOMAIN, DOMAIN, 3),
             carol=user("carol", "carol", DOMAIN, DOMAIN, 4),
@@ -145,14 +130,8 @@ def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
         )
 
 
-def _server_files(d: Path, cert: x509.Certificate, k: Any) -> tuple[str, str]:
-    (d / "server.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / "server.key", k)
-    return str(d / "server.pem"), str(d / "server.key")
-
-
 def resolver(u: Users) -> TLSAResolver:
-    return TLSAResolver(u.dns, anchors=u.anchors, recursion_desired=False, deadline=3.0)
+    return loopback_resolver(u.dns, u.anchors)
 
 
 @dataclass
@@ -174,12 +153,8 @@ class Front:
 
 @pytest.fixture(scope="package")
 def front(users: Users, slapd: Slapd) -> Iterator[Front]:
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    stop = asyncio.Event()
-    started = threading.Event()
-
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def serve(loop: asyncio.AbstractEventLoop) -> AsyncIterator[Front]:
         async with resolver(users) as res:
             proxy = await start_ldap_proxy(
                 "127.0.0.1",
@@ -190,23 +165,7 @@ def front(users: Users, slapd: Slapd) -> Iterator[Front]:
                 key=users.server.key,
                 authenticator=Authenticator(res, allow=ALLOW),
             )
-            ready["front"] = Front(proxy, loop)
-            started.set()
-            await stop.wait()
+            yield Front(proxy, loop)
             await proxy.shutdown(0)
 
-    def run() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30) and "front" in ready, "the LDAP front did not start"
-    try:
-        yield ready["front"]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
+    yield from serve_in_thread(serve, "the LDAP front")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -20,19 +18,9 @@ from dance.ldap import messages as m
 from dance.testkit.servers import free_port
 from tests.ldap.client import context, ldaps, starttls
 from tests.ldap.conftest import ALLOW, DOMAIN, Slapd, Users, user_dn
+from tests.processes import dance_process
 
 pytestmark = pytest.mark.integration
-
-
-def _dance(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.Popen(
-        [sys.executable, "-m", "dance.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def _allow() -> list[str]:
@@ -57,7 +45,7 @@ def test_ldap_proxy_process(users: Users, slapd: Slapd, tmp_path: Path) -> None:
     user_ca = x509.load_pem_x509_certificates(Path(users.alice.cert).read_bytes())[1]
     hint = tmp_path / "user-ca.pem"
     hint.write_bytes(user_ca.public_bytes(serialization.Encoding.PEM))
-    proc = _dance(
+    proc = dance_process(
         "ldap-proxy", "--listen", "127.0.0.1:0", "--listen-starttls", "127.0.0.1:0",
         "--ldapi", str(slapd.socket), "--cert", users.server.cert, "--key", users.server.key,
         *_allow(), "--server", f"{users.dns[0]}:{users.dns[1]}",
@@ -119,7 +107,7 @@ def test_ldap_proxy_process(users: Users, slapd: Slapd, tmp_path: Path) -> None:
     ids=["no-listener", "max-pdu", "listen", "ca-hint-missing", "ca-hint-not-pem"],
 )
 def test_bad_options_exit_2(users: Users, extra: list[str]) -> None:
-    proc = _dance(
+    proc = dance_process(
         "ldap-proxy", "--ldapi", "/nonexistent", "--cert", users.server.cert,
         "--key", users.server.key, "--allow", "_user.example.test", *extra,
     )  # fmt: skip

@@ -16,9 +16,10 @@ from dance.auth import Authenticator
 from dance.dns import TLSAResolver, TrustAnchors
 from dance.lorawan import JoinResult, JoinServer, join_request
 from dance.lorawan.frames import join_request as join_frame
-from dance.testkit import Hierarchy, ServerThread
+from dance.testkit import Hierarchy
 from dance.tls import DanceServer, serve
 from tests.pki import key
+from tests.worlds import Files, loopback_resolver, serve_signed, write_files
 
 T = TypeVar("T")
 NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
@@ -38,12 +39,6 @@ UNKNOWN_DEV = "0004a30b001c0599"
 
 
 @dataclass
-class Files:
-    cert: str
-    key: str
-
-
-@dataclass
 class World:
     dir: Path
     zones: Hierarchy
@@ -56,12 +51,6 @@ class World:
     ns1_impostor: Files
     ns2: Files
     ns_legacy: Files
-
-
-def _write(d: Path, label: str, cert: Any, k: Any) -> Files:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", k)
-    return Files(str(d / f"{label}.pem"), str(d / f"{label}.key"))
 
 
 def make_world(d: Path) -> Iterator[World]:
@@ -81,27 +70,24 @@ def make_world(d: Path) -> Iterator[World]:
     legacy = zones.child("legacy.example.test.", signed=False)
     legacy.add("_443._tcp.js", "TLSA", make_record(js).to_text())
     legacy.add("ns9", "TLSA", make_record(ns_legacy).to_text())
-    zones.sign(algorithm=13, denial="nsec3")
-    anchor_text = zones.export_trust_anchor()
-    (d / "anchor.txt").write_text(anchor_text)
-    with ServerThread(zones) as srv:
+    with serve_signed(zones, d) as signed:
         yield World(
             dir=d,
             zones=zones,
-            dns=srv.address,
-            anchors=TrustAnchors.from_text(anchor_text),
-            anchor_file=str(d / "anchor.txt"),
-            js=_write(d, "js", js, key(11)),
-            js_impostor=_write(d, "js_impostor", js_impostor, key(12)),
-            ns1=_write(d, "ns1", ns1, key(13)),
-            ns1_impostor=_write(d, "ns1_impostor", ns1_impostor, key(14)),
-            ns2=_write(d, "ns2", ns2, key(15)),
-            ns_legacy=_write(d, "ns_legacy", ns_legacy, key(16)),
+            dns=signed.dns,
+            anchors=signed.anchors,
+            anchor_file=signed.anchor_file,
+            js=write_files(d, "js", js, key(11)),
+            js_impostor=write_files(d, "js_impostor", js_impostor, key(12)),
+            ns1=write_files(d, "ns1", ns1, key(13)),
+            ns1_impostor=write_files(d, "ns1_impostor", ns1_impostor, key(14)),
+            ns2=write_files(d, "ns2", ns2, key(15)),
+            ns_legacy=write_files(d, "ns_legacy", ns_legacy, key(16)),
         )
 
 
 def resolver(world: World) -> TLSAResolver:
-    return TLSAResolver(world.dns, anchors=world.anchors, recursion_desired=False, deadline=3.0)
+    return loopback_resolver(world.dns, world.anchors)
 
 
 def join_req(

@@ -4,11 +4,11 @@ test zone of tests/tls (DEVICE, OTHER, their keys, an impostor)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from dance.testkit.frontends import wait_port
 from dance.testkit.servers import Proc, free_port
 from dance.tls import DanceServer
 from tests.conftest import require_binary
+from tests.threads import serve_in_thread
 from tests.tls.common import ALLOW, World, make_world, resolver
 
 MONITOR = "monitor"  # a back-end application on loopback, reads devices/#
@@ -77,12 +78,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="package")
 def front(world: World, broker: Broker) -> Iterator[Front]:
     """The DANCE front on a loop in its own thread (paho-mqtt clients are blocking)."""
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    stop = asyncio.Event()
-    started = threading.Event()
 
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def serve(loop: asyncio.AbstractEventLoop) -> AsyncIterator[Front]:
         async with resolver(world) as res:
             server, proxy = await start_mqtt_proxy(
                 "127.0.0.1",
@@ -96,26 +94,10 @@ def front(world: World, broker: Broker) -> Iterator[Front]:
                 key=world.server.key,
                 authenticator=Authenticator(res, allow=ALLOW),
             )
-            ready["front"] = Front(server, proxy, loop)
-            started.set()
             async with server:
-                await stop.wait()
+                yield Front(server, proxy, loop)
 
-    def run() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30) and "front" in ready, "the MQTT front did not start"
-    try:
-        yield ready["front"]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
+    yield from serve_in_thread(serve, "the MQTT front")
 
 
 def wait_for(predicate: Any, timeout: float = 15.0) -> bool:

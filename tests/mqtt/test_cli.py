@@ -4,10 +4,7 @@ metrics count refusals by reason, SIGTERM stops it; bad options exit 2."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -15,25 +12,15 @@ import pytest
 from dance.testkit.servers import free_port
 from tests.mqtt.conftest import Broker, wait_for
 from tests.mqtt.test_broker import V5, device, monitor
+from tests.processes import dance_process
 from tests.tls.common import DEVICE, World
 
 pytestmark = pytest.mark.integration
 
 
-def _dance(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.Popen(
-        [sys.executable, "-m", "dance.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
 def test_mqtt_proxy_process(world: World, broker: Broker) -> None:
     metrics = free_port()
-    proc = _dance(
+    proc = dance_process(
         "mqtt-proxy", "--listen", "127.0.0.1:0", "--broker", f"127.0.0.1:{broker.proc.port}",
         "--cert", world.server.cert, "--key", world.server.key,
         "--allow", "._device.example.test", "--server", f"{world.dns[0]}:{world.dns[1]}",
@@ -92,7 +79,7 @@ def test_bad_options_exit_2(world: World, extra: list[str]) -> None:
             args[args.index(extra[i]) + 1] = extra[i + 1]
         else:
             args += extra[i : i + 2]
-    proc = _dance(*args)
+    proc = dance_process(*args)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2, (out, err)
     assert "Traceback" not in err

@@ -6,16 +6,12 @@ every decision is one access-log line, each worker serves its metrics."""
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
-import os
 import queue
 import shutil
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +28,7 @@ from dance.testkit.servers import free_port_pair
 from dance.tls import client_context
 from tests.mqtt.conftest import Broker
 from tests.pki import key
+from tests.processes import counter_sums, dance_process, metrics_page
 from tests.tls.common import DEVICE, NOW, OTHER, Files, World
 
 pytestmark = pytest.mark.integration
@@ -43,12 +40,9 @@ class Service:
     """A `dance mqtt-proxy` process; stdout lines are read by a thread."""
 
     def __init__(self, world: World, broker: Broker, *extra: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dance.cli", "mqtt-proxy", "--listen", "127.0.0.1:0",
-             "--broker", f"127.0.0.1:{broker.proc.port}",
-             "--server", f"{world.dns[0]}:{world.dns[1]}", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        self.proc = dance_process(
+            "mqtt-proxy", "--listen", "127.0.0.1:0", "--broker", f"127.0.0.1:{broker.proc.port}",
+            "--server", f"{world.dns[0]}:{world.dns[1]}", *extra,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -268,24 +262,8 @@ def test_workers_config_file_access_log_and_metrics(
         results.append(accepted(world, svc.port, world.impostor, DEVICE))
     assert results == [True, False] * 4
 
-    def page(port: int) -> str:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", "/metrics")
-                return conn.getresponse().read().decode()
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-
-    pages = [page(metrics + i) for i in range(2)]
-    counts: dict[str, float] = {}
-    for text in pages:
-        for line in text.splitlines():
-            if line.startswith(("dance_decisions_total{", "dance_mqtt_connects")):
-                name, value = line.rsplit(" ", 1)
-                counts[name] = counts.get(name, 0.0) + float(value)
+    pages = [metrics_page(metrics + i) for i in range(2)]
+    counts = counter_sums(pages, "dance_decisions_total{", "dance_mqtt_connects")
     assert counts['dance_decisions_total{outcome="accepted",reason="-"}'] == 4.0, pages
     assert counts['dance_decisions_total{outcome="rejected",reason="no-match"}'] == 4.0
     assert counts["dance_mqtt_connects"] == 4.0  # the CONNECTs relayed, over both workers

@@ -5,10 +5,10 @@ keys, an impostor)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from dance.auth import Authenticator
 from dance.radius import RadsecProxy, RadsecProxyConfig, start_radsec_proxy
 from dance.testkit.freeradius import RadiusBackend as FreeRadius
 from dance.tls import DanceServer
+from tests.threads import serve_in_thread
 from tests.tls.common import DEVICE, OTHER, World, make_world, resolver
 
 LOOPBACK_SECRET = "loopback-secret-for-tests"
@@ -58,12 +59,9 @@ def run_front(
 ) -> Iterator[Front]:
     """A DANCE RadSec front on a loop in its own thread (blocking clients such as radclient can
     run beside it)."""
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    stop = asyncio.Event()
-    started = threading.Event()
 
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def serve(loop: asyncio.AbstractEventLoop) -> AsyncIterator[Front]:
         async with resolver(world) as res:
             auth = Authenticator(res, allow=allow)
             server, proxy = await start_radsec_proxy(
@@ -75,26 +73,10 @@ def run_front(
                 authenticator=auth,
                 **limits,
             )
-            ready["front"] = Front(server, proxy, loop, auth)
-            started.set()
             async with server:
-                await stop.wait()
+                yield Front(server, proxy, loop, auth)
 
-    def run() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(30) and "front" in ready, "the RadSec front did not start"
-    try:
-        yield ready["front"]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
+    yield from serve_in_thread(serve, "the RadSec front")
 
 
 @pytest.fixture(scope="package")

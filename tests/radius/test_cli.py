@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,22 +17,12 @@ import pytest
 
 from dance.testkit.servers import free_port
 from tests.conftest import require_binary
+from tests.processes import dance_process
 from tests.radius.conftest import LOOPBACK_SECRET, FreeRadius
 from tests.radius.test_proxy import refused_at_tls
 from tests.tls.common import DEVICE, World
 
 pytestmark = pytest.mark.integration
-
-
-def _dance(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.Popen(
-        [sys.executable, "-m", "dance.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def _secret_file(d: Path) -> Path:
@@ -115,7 +103,7 @@ metrics = "127.0.0.1:{metrics}"
 drain-timeout = 1
 """
     )
-    proc = _dance("radsec-proxy", "--config", str(config), "--json")
+    proc = dance_process("radsec-proxy", "--config", str(config), "--json")
     rsp: subprocess.Popen[bytes] | None = None
     try:
         assert proc.stdout is not None
@@ -167,7 +155,7 @@ def test_bad_options_exit_2(world: World, tmp_path: Path, extra: list[str]) -> N
         "--key", world.server.key, "--allow", DEVICE,
         "--server", f"{world.dns[0]}:{world.dns[1]}", "--trust-anchor", world.anchor_file,
     ]  # fmt: skip
-    proc = _dance(*args, *extra)
+    proc = dance_process(*args, *extra)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, (out, err)
     assert err.count("\n") == 1 and "error" in err, err
@@ -176,7 +164,7 @@ def test_bad_options_exit_2(world: World, tmp_path: Path, extra: list[str]) -> N
 def test_secret_file_readable_by_others_refused(world: World, tmp_path: Path) -> None:
     secret = _secret_file(tmp_path)
     secret.chmod(0o644)
-    proc = _dance(
+    proc = dance_process(
         "radsec-proxy", "--backend", "127.0.0.1:1812", "--backend-secret-file", str(secret),
         "--cert", world.server.cert, "--key", world.server.key, "--allow", DEVICE,
     )  # fmt: skip

@@ -11,21 +11,16 @@ from typing import Any
 
 from dance import certs, make_record
 from dance.dns import TLSAResolver, TrustAnchors
-from dance.testkit import Hierarchy, ServerThread
+from dance.testkit import Hierarchy
 from dance.tls import client_context
 from tests.pki import key
+from tests.worlds import Files, loopback_resolver, serve_signed, write_files
 
 NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 MTA1 = "_smtp-client.mta1.example.test"  # published, allowed
 MTA2 = "_smtp-client.mta2.example.test"  # published, allowed; removed by a test
 OUTSIDER = "_smtp-client.mta.example.org"  # not allowed (no DNS needed)
 ALLOW = [MTA1, MTA2]
-
-
-@dataclass
-class Files:
-    cert: str
-    key: str
 
 
 @dataclass
@@ -43,7 +38,7 @@ class World:
     impostor: Files  # MTA1's name, another key
 
     def resolver(self) -> TLSAResolver:
-        return TLSAResolver(self.dns, anchors=self.anchors, recursion_desired=False, deadline=3.0)
+        return loopback_resolver(self.dns, self.anchors)
 
     def context(self, files: Files | None, name: str | None) -> Any:
         return client_context(
@@ -52,12 +47,6 @@ class World:
             key=files.key if files else None,
             cafile=self.ca,
         )
-
-
-def _write(d: Path, label: str, cert: Any, k: Any) -> Files:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", k)
-    return Files(str(d / f"{label}.pem"), str(d / f"{label}.key"))
 
 
 def make_world(d: Path) -> Iterator[World]:
@@ -75,20 +64,17 @@ def make_world(d: Path) -> Iterator[World]:
     example = zones.child("example.test.")
     example.add("_smtp-client.mta1", "TLSA", make_record(mta1).to_text())
     example.add("_smtp-client.mta2", "TLSA", make_record(mta2).to_text())
-    zones.sign(algorithm=13, denial="nsec3")
-    anchor_text = zones.export_trust_anchor()
-    (d / "anchor.txt").write_text(anchor_text)
-    with ServerThread(zones) as srv:
+    with serve_signed(zones, d) as signed:
         yield World(
             dir=d,
             zones=zones,
             example=example,
-            dns=srv.address,
-            anchors=TrustAnchors.from_text(anchor_text),
-            anchor_file=str(d / "anchor.txt"),
+            dns=signed.dns,
+            anchors=signed.anchors,
+            anchor_file=signed.anchor_file,
             ca=str(d / "ca.pem"),
-            server=_write(d, "server", server_cert, server_key),
-            mta1=_write(d, "mta1", mta1, key(2)),
-            mta2=_write(d, "mta2", mta2, key(3)),
-            impostor=_write(d, "impostor", impostor, key(5)),
+            server=write_files(d, "server", server_cert, server_key),
+            mta1=write_files(d, "mta1", mta1, key(2)),
+            mta2=write_files(d, "mta2", mta2, key(3)),
+            impostor=write_files(d, "impostor", impostor, key(5)),
         )

@@ -10,15 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography import x509
-
 from dance import certs, make_record
 from dance.auth import Authenticator
 from dance.dns import TLSAResolver, TrustAnchors
 from dance.identity import Identity
-from dance.testkit import Hierarchy, ServerThread
+from dance.testkit import Hierarchy
 from dance.tls import DanceServer, client_context, serve
 from tests.pki import key
+from tests.worlds import Files, loopback_resolver, serve_signed, write_files
 
 NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 DEVICE = "sensor7._device.example.test"
@@ -28,12 +27,6 @@ OUTSIDE = "host.example.org"
 ALLOW = ["._device.example.test"]
 
 T = TypeVar("T")
-
-
-@dataclass
-class Files:
-    cert: str
-    key: str
 
 
 @dataclass
@@ -59,12 +52,6 @@ class World:
         self.zones.sign(algorithm=13, denial="nsec3")
 
 
-def _write(d: Path, label: str, cert: x509.Certificate, k: Any) -> Files:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", k)
-    return Files(str(d / f"{label}.pem"), str(d / f"{label}.key"))
-
-
 def make_world(d: Path) -> Iterator[World]:
     ca_key = key(0)
     ca = certs.new_ca(ca_key, "TLS test server CA", now=NOW)
@@ -85,30 +72,27 @@ def make_world(d: Path) -> Iterator[World]:
     devices = zones.child("_device.example.test.")
     devices.add("sensor7", "TLSA", make_record(device_cert).to_text())
     devices.add("sensor9", "TLSA", make_record(other_cert).to_text())
-    zones.sign(algorithm=13, denial="nsec3")
-    anchor_text = zones.export_trust_anchor()
-    (d / "anchor.txt").write_text(anchor_text)
-    with ServerThread(zones) as srv:
+    with serve_signed(zones, d) as signed:
         yield World(
             dir=d,
             zones=zones,
             devices=devices,
-            dns=srv.address,
-            anchors=TrustAnchors.from_text(anchor_text),
-            anchor_file=str(d / "anchor.txt"),
+            dns=signed.dns,
+            anchors=signed.anchors,
+            anchor_file=signed.anchor_file,
             ca=str(d / "ca.pem"),
-            server=_write(d, "server", server_cert, server_key),
-            device=_write(d, "device", device_cert, key(2)),
-            impostor=_write(d, "impostor", impostor_cert, key(5)),
-            other=_write(d, "other", other_cert, key(3)),
-            san_device=_write(d, "san_device", device_cert, key(2)),
-            two_sans=_write(d, "two_sans", two, key(2)),
+            server=write_files(d, "server", server_cert, server_key),
+            device=write_files(d, "device", device_cert, key(2)),
+            impostor=write_files(d, "impostor", impostor_cert, key(5)),
+            other=write_files(d, "other", other_cert, key(3)),
+            san_device=write_files(d, "san_device", device_cert, key(2)),
+            two_sans=write_files(d, "two_sans", two, key(2)),
             records={DEVICE: make_record(device_cert).to_text()},
         )
 
 
 def resolver(world: World) -> TLSAResolver:
-    return TLSAResolver(world.dns, anchors=world.anchors, recursion_desired=False, deadline=3.0)
+    return loopback_resolver(world.dns, world.anchors)
 
 
 @dataclass

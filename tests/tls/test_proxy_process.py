@@ -24,6 +24,7 @@ from dance.testkit import Hierarchy
 from dance.testkit.servers import free_port_pair
 from dance.tls import client_context, probe
 from tests.pki import key
+from tests.processes import counter_sums, metrics_page
 from tests.tls.common import DEVICE, NOW, OTHER, World, make_world
 
 
@@ -263,7 +264,6 @@ def test_sighup_reloads_without_dropping_connections(world: World, tmp_path: Pat
 def test_workers_access_log_and_metrics(world: World) -> None:
     """--workers 2: one port, two processes; every decision is one JSON access line with the
     client's address; each worker serves its metrics (PORT and PORT+1)."""
-    import http.client
     import json
 
     async def scenario() -> None:
@@ -282,26 +282,8 @@ def test_workers_access_log_and_metrics(world: World) -> None:
                 results.append(await accepted(world, proxy.port, world.impostor, DEVICE))
             assert results == [True, False] * 6
 
-            def page(p: int) -> str:
-                import time
-
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        conn = http.client.HTTPConnection("127.0.0.1", p, timeout=10)
-                        conn.request("GET", "/metrics")
-                        return conn.getresponse().read().decode()
-                    except OSError:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.2)
-
-            pages = [await asyncio.to_thread(page, metrics + i) for i in range(2)]
-            counts: dict[str, float] = {}
-            for text in pages:
-                for line in text.splitlines():
-                    if line.startswith("dance_decisions_total{"):
-                        key, value = line.rsplit(" ", 1)
-                        counts[key] = counts.get(key, 0.0) + float(value)
+            pages = [await asyncio.to_thread(metrics_page, metrics + i) for i in range(2)]
+            counts = counter_sums(pages, "dance_decisions_total{")
             assert counts == {
                 'dance_decisions_total{outcome="accepted",reason="-"}': 6.0,
                 'dance_decisions_total{outcome="rejected",reason="no-match"}': 6.0,

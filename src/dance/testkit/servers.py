@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -76,6 +77,19 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if ``process`` has not exited within ``timeout`` seconds (nothing if
+    it has exited already); its exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return int(process.returncode)
+
+
 @dataclass
 class Proc:
     """A server process started by a test, with its port and log file."""
@@ -85,13 +99,7 @@ class Proc:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def logs(self) -> str:
         try:

@@ -38,6 +38,7 @@ from dance.identity import Identity
 from dance.ldap import messages as m
 from dance.ldap.ber import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PDU, BERError, PDUReader
 from dance.service.observe import Observer
+from dance.service.relay import RefusalStats
 from dance.tls.bridge import CONNECTION_PEER, DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import ClientGone, DanceServer, DanceStreamWriter, until_client_leaves
 
@@ -76,7 +77,7 @@ class LDAPProxyConfig:
 
 
 @dataclass
-class LDAPProxyStats:
+class LDAPProxyStats(RefusalStats):
     """``refused`` counts refusals by reason: the BER reasons of :mod:`dance.ldap.ber`,
     ``undecodable``, ``non-canonical``, ``not-a-request``, ``message-id-zero``,
     ``before-tls``, ``bind-before-tls``, ``starttls-pipelined``, ``not-bind``, ``not-sasl``,
@@ -91,14 +92,6 @@ class LDAPProxyStats:
     relayed: int = 0  # client PDUs relayed to slapd
     upstream_connections: int = 0
     refused: dict[str, int] = field(default_factory=dict)
-
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(vars(self))
-        out["refused"] = dict(self.refused)
-        return out
 
 
 class _End(Exception):

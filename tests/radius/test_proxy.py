@@ -302,7 +302,10 @@ def test_silent_server_timeouts_and_in_flight_limit(world: World) -> None:
                 await c.send_raw(access_request(7, "bob", "pw"))  # still served
 
             run(session(f, world, world.device, DEVICE, body))
-            assert wait_for(lambda: f.proxy.stats.in_flight == 0), f.proxy.stats.snapshot()
+            # (in_flight is 0 too before the proxy has read the last request: wait for both)
+            assert wait_for(lambda: f.proxy.stats.requests == 4 and f.proxy.stats.in_flight == 0), (
+                f.proxy.stats.snapshot()
+            )
             assert f.proxy.stats.requests == 4 and f.proxy.stats.responses == 0
             sink.settimeout(5)
             got = {parse(sink.recvfrom(4096)[0]) for _ in range(4)}

@@ -80,7 +80,7 @@ def run(
                     return await scenario(proxy, sink)
                 finally:
                     sink.server.close()
-            assert not proxy._tasks  # every session task ended with the proxy
+            assert not proxy.slots.tasks  # every session task ended with the proxy
 
     return asyncio.run(main())
 

@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
@@ -30,6 +30,7 @@ from dance.tlsa import MalformedRecord
 from dance.tlsa.record import parse_field
 
 if TYPE_CHECKING:
+    from dance.auth import Authenticator
     from dance.dns import TLSAResolver
     from dance.service.endpoint import MetricsEndpoint
     from dance.service.linedaemon import LineDaemon
@@ -589,3 +590,95 @@ def front_limits(
         "idle_timeout": args.idle_timeout or None,
         "handshake_rate": args.handshake_rate,
     }
+
+
+def allow_entries(args: argparse.Namespace) -> list[str]:
+    """The allow-list of a TLS front: its ``--allow`` entries and the lines of ``--allow-file``
+    (``#`` comments); none at all is a UsageError."""
+    entries = list(args.allow or [])
+    if args.allow_file:
+        try:
+            with open(args.allow_file, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--allow-file: {exc}") from None
+        for line in text.splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                entries.append(entry)
+    if not entries:
+        raise UsageError("no allowed names: give --allow NAME_OR_SUFFIX or --allow-file FILE")
+    return entries
+
+
+def front_authenticator(args: argparse.Namespace, resolver: TLSAResolver) -> Authenticator:
+    """A TLS front's Authenticator with its allow-list read again (what SIGHUP does); an
+    unusable entry raises ValueError or UsageError (both refuse the reload)."""
+    from dance.auth import AllowList, Authenticator
+
+    return Authenticator(resolver, allow=AllowList.parse(allow_entries(args)))
+
+
+def clientid_codepoint(text: str) -> int:
+    """``--clientid-codepoint N`` (decimal or 0x hex) as a usable ``dane_clientid`` codepoint."""
+    from dance.tls import check_codepoint
+
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"bad --clientid-codepoint {text!r}") from None
+    try:
+        return check_codepoint(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def raise_descriptor_limit(needed: int) -> None:
+    """Raise the soft limit of open descriptors to ``needed`` (at most the hard limit)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:  # pragma: no cover - the server warns if still low
+        log.debug("cannot raise the descriptor limit: %s", exc)
+
+
+@contextlib.contextmanager
+def start_errors() -> Iterator[None]:
+    """Around the start of a TLS front: no usable OpenSSL in this Python, or a listener or
+    certificate that cannot be used, is one line and exit 2 (a UsageError)."""
+    import ssl
+
+    from dance.tls import BridgeError
+
+    try:
+        yield
+    except BridgeError as exc:
+        raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot start: {exc}") from None
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None], endpoint: MetricsEndpoint | None) -> int:
+    """Run a service command's event loop (``main``, usually ending in :func:`run_service`) to
+    its end, Ctrl-C included, then close its metrics endpoint; returns EXIT_OK."""
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+    return EXIT_OK
+
+
+def serve_workers(args: argparse.Namespace, serve_one: Callable[[int], int]) -> int:
+    """``serve_one(index)`` in each of ``--workers`` processes (`dance.service.workers`), or
+    ``serve_one(0)`` in this one."""
+    if args.workers > 1:
+        from dance.service.workers import run_workers
+
+        return run_workers(args.workers, serve_one)
+    return serve_one(0)

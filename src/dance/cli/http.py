@@ -16,6 +16,7 @@ from dance.cli.common import (
     observe_service,
     parse_hostport,
     run_service,
+    serve_workers,
 )
 
 __all__ = ["register"]
@@ -124,11 +125,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             if endpoint is not None:
                 endpoint.close()
 
-    if args.workers > 1:
-        from dance.service.workers import run_workers
-
-        return run_workers(args.workers, serve_one)
-    return serve_one()
+    return serve_workers(args, serve_one)
 
 
 def register(subparsers: Any) -> None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +12,25 @@ from dance.cli.common import (
     UsageError,
     add_dns_options,
     add_front_options,
+    allow_entries,
+    clientid_codepoint,
+    front_authenticator,
     front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
+    parse_hostport,
+    raise_descriptor_limit,
     run_service,
+    run_until_stopped,
+    start_errors,
 )
-from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
 log = logging.getLogger(__name__)
 
 
 def _optional_hostport(text: str | None, flag: str) -> tuple[str, int] | None:
-    if text is None:
-        return None
-    from dance.cli.common import parse_hostport
-
-    return parse_hostport(text, flag)
+    return None if text is None else parse_hostport(text, flag)
 
 
 def register(subparsers: Any) -> None:
@@ -89,9 +88,7 @@ def _ca_hints(files: list[str]) -> list[bytes]:
 
 
 def cmd_ldap_proxy(args: argparse.Namespace) -> int:
-
     from dance.auth import AllowList, Authenticator
-    from dance.tls import BridgeError
 
     try:
         from dance.ldap import LDAPProxyConfig, start_ldap_proxy
@@ -103,10 +100,10 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
         raise UsageError("give --listen (LDAPS), --listen-starttls, or both")
     if ldaps is not None and plain is not None and ldaps[0] != plain[0]:
         raise UsageError("--listen and --listen-starttls must use the same host")
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     limits = front_limits(args)
     try:
-        allow = AllowList.parse(_allow_entries(args))
+        allow = AllowList.parse(allow_entries(args))
         config = LDAPProxyConfig(
             args.ldapi,
             max_pdu=args.max_pdu,
@@ -122,7 +119,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
     if args.verbose:
         log_to_stderr(logging.INFO)
     resolver = make_resolver(args)
-    _raise_descriptor_limit(4 * args.max_connections + 64)
+    raise_descriptor_limit(4 * args.max_connections + 64)
     auth = Authenticator(resolver, allow=allow)
     current: dict[str, Any] = {"auth": auth}
 
@@ -141,7 +138,7 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
     host = (ldaps or plain or ("127.0.0.1", 0))[0]
 
     async def run() -> None:
-        try:
+        with start_errors():
             proxy = await start_ldap_proxy(
                 host,
                 ldaps_port=ldaps[1] if ldaps else None,
@@ -155,15 +152,11 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
                 **limits,
                 client_ca_names=hints,
             )
-        except BridgeError as exc:
-            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot start: {exc}") from None
         current["proxy"] = proxy
 
         def reload(new_resolver: Any) -> None:
             """SIGHUP: certificate, key, CA hints, allow-list and trust anchors, or nothing."""
-            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            new_auth = front_authenticator(args, new_resolver)
             proxy.core.reload(
                 cert=args.cert,
                 key=args.key,
@@ -200,10 +193,4 @@ def cmd_ldap_proxy(args: argparse.Namespace) -> int:
             log.info("tls stats: %s", proxy.core.stats.snapshot())
             log.info("ldap stats: %s", proxy.stats.snapshot())
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run())
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-    return EXIT_OK
+    return run_until_stopped(run(), endpoint)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -13,14 +11,20 @@ from dance.cli.common import (
     UsageError,
     add_dns_options,
     add_front_options,
+    allow_entries,
+    clientid_codepoint,
+    front_authenticator,
     front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
+    raise_descriptor_limit,
     run_service,
+    run_until_stopped,
+    serve_workers,
+    start_errors,
 )
-from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +60,16 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
-    import ssl
-
     from dance.auth import AllowList, Authenticator
     from dance.dns import TLSAResolver
     from dance.mqtt import MQTTProxyConfig, start_mqtt_proxy
-    from dance.tls import BridgeError
 
     listen = parse_hostport(args.listen, "--listen")
     broker = parse_hostport(args.broker, "--broker")
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     limits = front_limits(args)
     try:
-        allow = AllowList.parse(_allow_entries(args))
+        allow = AllowList.parse(allow_entries(args))
         config = MQTTProxyConfig(
             broker,
             max_remaining=args.max_packet,
@@ -80,7 +81,7 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
     if args.verbose:
         log_to_stderr(logging.INFO)
     make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
-    _raise_descriptor_limit(2 * args.max_connections + 64)
+    raise_descriptor_limit(2 * args.max_connections + 64)
 
     def serve_one(index: int = 0) -> int:
         resolver = make_resolver(args)
@@ -98,18 +99,12 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
             return out
 
         observer, endpoint = observe_service(args, "mqtt-proxy", sources, index=index, dns=resolver)
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(run(resolver, current, observer, index))
-        finally:
-            if endpoint is not None:
-                endpoint.close()
-        return EXIT_OK
+        return run_until_stopped(run(resolver, current, observer, index), endpoint)
 
     async def run(
         resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
     ) -> None:
-        try:
+        with start_errors():
             server, proxy = await start_mqtt_proxy(
                 listen[0],
                 listen[1],
@@ -122,15 +117,11 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
                 observer=observer,
                 reuse_port=args.workers > 1,
             )
-        except BridgeError as exc:
-            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot start: {exc}") from None
         current["tls"], current["mqtt"] = server.stats, proxy
 
         def reload(new_resolver: TLSAResolver) -> None:
             """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            new_auth = front_authenticator(args, new_resolver)
             server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
             current["auth"] = new_auth
 
@@ -163,8 +154,4 @@ def cmd_mqtt_proxy(args: argparse.Namespace) -> int:
             log.info("tls stats: %s", server.stats.snapshot())
             log.info("mqtt stats: %s", proxy.stats.snapshot())
 
-    if args.workers > 1:
-        from dance.service.workers import run_workers
-
-        return run_workers(args.workers, serve_one)
-    return serve_one()
+    return serve_workers(args, serve_one)

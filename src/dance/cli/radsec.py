@@ -4,8 +4,6 @@ in front of a RADIUS server (FreeRADIUS) on loopback."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -17,15 +15,20 @@ from dance.cli.common import (
     UsageError,
     add_dns_options,
     add_front_options,
+    allow_entries,
+    clientid_codepoint,
+    front_authenticator,
     front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
+    raise_descriptor_limit,
     require_limits,
     run_service,
+    run_until_stopped,
+    start_errors,
 )
-from dance.cli.tls import EXIT_OK, _allow_entries, _codepoint, _raise_descriptor_limit
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +98,8 @@ def read_secret(path: str) -> bytes:
 
 
 def cmd_radsec_proxy(args: argparse.Namespace) -> int:
-    import ssl
-
     from dance.auth import AllowList, Authenticator
     from dance.radius import IdentityAttribute, RadsecProxyConfig, start_radsec_proxy
-    from dance.tls import BridgeError
 
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
@@ -108,13 +108,13 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
         if args.accounting_backend
         else None
     )
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     require_limits([("--max-in-flight", args.max_in_flight)])
     limits = front_limits(args, [("--backend-timeout", args.backend_timeout)])
     secret = read_secret(args.backend_secret_file)
     try:
         identity_attribute = IdentityAttribute.parse(args.identity_attribute)
-        allow = AllowList.parse(_allow_entries(args))
+        allow = AllowList.parse(allow_entries(args))
         config = RadsecProxyConfig(
             backend,
             backend_secret=secret,
@@ -128,7 +128,7 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
     if args.verbose:
         log_to_stderr(logging.INFO)
     resolver = make_resolver(args)
-    _raise_descriptor_limit(2 * args.max_connections + 64)
+    raise_descriptor_limit(2 * args.max_connections + 64)
     current: dict[str, Any] = {"auth": Authenticator(resolver, allow=allow)}
 
     def sources() -> dict[str, Any]:
@@ -146,7 +146,7 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
     observer, endpoint = observe_service(args, "radsec-proxy", sources, dns=resolver)
 
     async def run() -> None:
-        try:
+        with start_errors():
             server, proxy = await start_radsec_proxy(
                 listen[0],
                 listen[1],
@@ -159,15 +159,11 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
                 san_fallback=args.san_fallback,
                 **limits,
             )
-        except BridgeError as exc:
-            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot start: {exc}") from None
         current["tls"], current["radius"] = server.stats, proxy
 
         def reload(new_resolver: Any) -> None:
             """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            new_auth = front_authenticator(args, new_resolver)
             server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
             current["auth"] = new_auth
 
@@ -201,10 +197,4 @@ def cmd_radsec_proxy(args: argparse.Namespace) -> int:
             log.info("tls stats: %s", server.stats.snapshot())
             log.info("radsec stats: %s", proxy.stats.snapshot())
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run())
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-    return EXIT_OK
+    return run_until_stopped(run(), endpoint)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -16,10 +14,12 @@ from dance.cli.common import (
     make_resolver,
     observe_service,
     parse_hostport,
+    require_limits,
     run_service,
+    run_until_stopped,
+    serve_workers,
+    start_errors,
 )
-
-EXIT_OK = 0
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +152,15 @@ def _codepoint(text: str) -> int:
 
 
 def cmd_smtp_proxy(args: argparse.Namespace) -> int:
-    import ssl
-
     from dance.auth import AllowList, Authenticator
     from dance.smtp.proxy import SmtpProxyConfig, start_smtp_proxy
-    from dance.tls import BridgeError
 
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
     if backend[1] == 0:
         raise UsageError("--backend: port 0 is not a server port")
     codepoint = _codepoint(args.clientid_codepoint)
-    if args.max_pending < 1:
-        raise UsageError("--max-pending must be at least 1")
+    require_limits([("--max-pending", args.max_pending)])
     try:
         allow = AllowList.parse(args.allow)
         config = SmtpProxyConfig(
@@ -206,17 +202,11 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
             index=index,
             dns=resolver,
         )
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(run(resolver, current, observer, index))
-        finally:
-            if endpoint is not None:
-                endpoint.close()
-        return EXIT_OK
+        return run_until_stopped(run(resolver, current, observer, index), endpoint)
 
     async def run(resolver: Any, current: dict[str, Any], observer: Any, index: int) -> None:
         async with resolver:  # closed by run_service too, or here if the start fails
-            try:
+            with start_errors():
                 proxy = await start_smtp_proxy(
                     listen[0],
                     listen[1],
@@ -230,10 +220,6 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
                     observer=observer,
                     reuse_port=args.workers > 1,
                 )
-            except BridgeError as exc:
-                raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"cannot start: {exc}") from None
             current["proxy"] = proxy
 
             def reload(new_resolver: Any) -> None:
@@ -270,8 +256,4 @@ def cmd_smtp_proxy(args: argparse.Namespace) -> int:
                 proxy.close()
                 await proxy.wait_closed()
 
-    if args.workers > 1:
-        from dance.service.workers import run_workers
-
-        return run_workers(args.workers, serve_one)
-    return serve_one()
+    return serve_workers(args, serve_one)

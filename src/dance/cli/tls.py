@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -13,13 +12,20 @@ from dance.cli.common import (
     UsageError,
     add_dns_options,
     add_front_options,
+    allow_entries,
     client_name_arg,
+    clientid_codepoint,
+    front_authenticator,
     front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
+    raise_descriptor_limit,
     run_service,
+    run_until_stopped,
+    serve_workers,
+    start_errors,
 )
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -32,15 +38,6 @@ def _int(text: str, what: str) -> int:
         return int(text, 0)
     except ValueError:
         raise UsageError(f"bad {what} {text!r}") from None
-
-
-def _codepoint(text: str) -> int:
-    from dance.tls import check_codepoint
-
-    try:
-        return check_codepoint(_int(text, "--clientid-codepoint"))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -130,7 +127,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         if not value > 0:
             raise UsageError(f"{label} must be positive")
     name = client_name_arg(args.name)
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     if args.send is not None:
         if "\r" in args.send or "\n" in args.send:
             raise UsageError("--send TEXT is one line; CRLF is added")
@@ -241,49 +238,24 @@ def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[
     return asyncio.run(decide())
 
 
-def _allow_entries(args: argparse.Namespace) -> list[str]:
-    entries = list(args.allow or [])
-    if args.allow_file:
-        try:
-            with open(args.allow_file, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--allow-file: {exc}") from None
-        for line in text.splitlines():
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                entries.append(entry)
-    if not entries:
-        raise UsageError("no allowed names: give --allow NAME_OR_SUFFIX or --allow-file FILE")
-    return entries
-
-
-def _raise_descriptor_limit(needed: int) -> None:
-    import resource
-
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < needed:
-            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (OSError, ValueError) as exc:  # pragma: no cover - the server warns if still low
-        log.debug("cannot raise the descriptor limit: %s", exc)
+# the old private names, still imported by other command modules (dance.cli.eap)
+_allow_entries = allow_entries
+_codepoint = clientid_codepoint
+_raise_descriptor_limit = raise_descriptor_limit
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    import ssl
-
     from dance.auth import AllowList, Authenticator
     from dance.dns import TLSAResolver
-    from dance.tls import BridgeError, serve
+    from dance.tls import serve
     from dance.tls.proxy import Proxy, ProxyConfig
 
     listen = parse_hostport(args.listen, "--listen")
     backend = parse_hostport(args.backend, "--backend")
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     limits = front_limits(args, [("--backend-timeout", args.backend_timeout)])
     try:
-        allow = AllowList.parse(_allow_entries(args))
+        allow = AllowList.parse(allow_entries(args))
         config = ProxyConfig(
             backend,
             mode=args.mode,
@@ -296,7 +268,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if args.verbose:
         log_to_stderr(logging.INFO)
     make_resolver(args)  # unusable DNS options: one line, exit 2, before anything starts
-    _raise_descriptor_limit(2 * args.max_connections + 64)
+    raise_descriptor_limit(2 * args.max_connections + 64)
 
     def serve_one(index: int = 0) -> int:
         resolver = make_resolver(args)
@@ -312,20 +284,14 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             index=index,
             dns=resolver,
         )
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(run(resolver, current, observer, index))
-        finally:
-            if endpoint is not None:
-                endpoint.close()
-        return EXIT_OK
+        return run_until_stopped(run(resolver, current, observer, index), endpoint)
 
     async def run(
         resolver: TLSAResolver, current: dict[str, Any], observer: Any, index: int
     ) -> None:
         auth = current["auth"]
         proxy = Proxy(config)
-        try:
+        with start_errors():
             server = await serve(
                 proxy.handle,
                 listen[0],
@@ -339,15 +305,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                 observer=observer,
                 reuse_port=args.workers > 1,
             )
-        except BridgeError as exc:
-            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot start: {exc}") from None
         current["tls"] = server.stats  # TLS outcomes by reason, read at scrape time
 
         def reload(new_resolver: TLSAResolver) -> None:
             """SIGHUP: certificate, key, allow-list and trust anchors, or nothing at all."""
-            new_auth = Authenticator(new_resolver, allow=AllowList.parse(_allow_entries(args)))
+            new_auth = front_authenticator(args, new_resolver)
             server.reload(cert=args.cert, key=args.key, authenticator=new_auth)
             current["auth"] = new_auth
 
@@ -381,8 +343,4 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             log.info("proxy stats: %s", server.stats.snapshot())
             log.info("relay stats: %s", proxy.stats.snapshot())
 
-    if args.workers > 1:
-        from dance.service.workers import run_workers
-
-        return run_workers(args.workers, serve_one)
-    return serve_one()
+    return serve_workers(args, serve_one)

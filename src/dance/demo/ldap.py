@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dance import certs
+from dance.demo.files import write_pair, write_server
 from dance.tlsa import make_record
 
 __all__ = ["run_ldap"]
@@ -32,12 +33,6 @@ DOMAIN = "example.test"
 OUTSIDE = "outside.test"
 BASE = "dc=example,dc=test"
 PROXY_DN = f"cn=dance-proxy,{BASE}"
-
-
-def _write(d: Path, label: str, pem: bytes, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(pem)
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 class _Client:
@@ -96,15 +91,9 @@ def run_ldap(out: TextIO, now: datetime.datetime | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dance-demo-ldap-") as tmp:
         d = Path(tmp)
-        server_ca_key = certs.generate_key("ec-p256")
-        server_ca = certs.new_ca(server_ca_key, "Demo LDAP server CA", now=now)
-        s_key = certs.generate_key("ec-p256")
-        s_cert = certs.issue_certificate(
-            server_ca, server_ca_key, s_key.public_key(), dns_names=["localhost"], now=now,
-            client_auth=False, server_auth=True,
-        )  # fmt: skip
-        (d / "server-ca.pem").write_bytes(certs.certificate_pem(server_ca))
-        server = _write(d, "server", certs.certificate_pem(s_cert), s_key)
+        server = write_server(
+            d, now, ca_name="Demo LDAP server CA", ca_file="server-ca.pem", server_auth=True
+        )
 
         def user(label: str, uid: str, domain: str, ca_label: str) -> tuple[str, str]:
             ca_key = certs.generate_key("ec-p256")
@@ -115,7 +104,7 @@ def run_ldap(out: TextIO, now: datetime.datetime | None = None) -> int:
             )
             cas[label] = ca
             pem = certs.certificate_pem(cert) + certs.certificate_pem(ca)
-            return _write(d, label, pem, k)
+            return write_pair(d, label, pem, k)
 
         cas: dict[str, Any] = {}
         alice = user("alice", "alice", DOMAIN, "example.test users")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dance import certs
+from dance.demo.files import write_pair
 from dance.tlsa import make_record
 
 __all__ = ["run_lorawan"]
@@ -27,12 +28,6 @@ NS1 = "ns1.netid-000013.example.test"
 NS2 = "ns2.netid-000042.example.test"
 JOIN_EUI = "70b3d57ed0000001"
 DEV_EUI = "0004a30b001c0530"
-
-
-def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 def run_lorawan(out: TextIO, now: datetime.datetime | None = None) -> int:
@@ -57,11 +52,13 @@ def run_lorawan(out: TextIO, now: datetime.datetime | None = None) -> int:
         js_cert = certs.self_signed(keys["js"], JS, now=now)
         ns1_cert = certs.self_signed(keys["ns1"], NS1, now=now)
         ns2_cert = certs.self_signed(keys["ns2"], NS2, now=now)
-        js = _write(d, "js", js_cert, keys["js"])
-        js_impostor = _write(d, "jsx", certs.self_signed(keys["jsx"], JS, now=now), keys["jsx"])
-        ns1 = _write(d, "ns1", ns1_cert, keys["ns1"])
-        ns1_impostor = _write(d, "nsx", certs.self_signed(keys["nsx"], NS1, now=now), keys["nsx"])
-        ns2 = _write(d, "ns2", ns2_cert, keys["ns2"])
+        js = write_pair(d, "js", js_cert, keys["js"])
+        js_impostor = write_pair(d, "jsx", certs.self_signed(keys["jsx"], JS, now=now), keys["jsx"])
+        ns1 = write_pair(d, "ns1", ns1_cert, keys["ns1"])
+        ns1_impostor = write_pair(
+            d, "nsx", certs.self_signed(keys["nsx"], NS1, now=now), keys["nsx"]
+        )
+        ns2 = write_pair(d, "ns2", ns2_cert, keys["ns2"])
 
         zones = Hierarchy("test.", ttl=60)
         example = zones.child("example.test.")

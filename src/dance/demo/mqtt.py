@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dance import certs
+from dance.demo.files import write_pair
 from dance.mqtt.codec import Connect, PacketReader, encode_connect, encode_varint
 from dance.tlsa import make_record
 
@@ -39,12 +40,6 @@ DEVICE = "sensor7._device.example.test"
 OTHER = "sensor9._device.example.test"
 OUTSIDER = "sensor7._device.evil.test"
 FRONT = "mqtt.example.test"  # the front's name: its key at _PORT._tcp.mqtt.example.test
-
-
-def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 def _str(text: str) -> bytes:
@@ -180,15 +175,17 @@ def run_mqtt(out: TextIO, now: datetime.datetime | None = None) -> int:
         d = Path(tmp)
         s_key = certs.generate_key("ec-p256")
         s_cert = certs.self_signed(s_key, FRONT, now=now)  # no CA: its key is in DNS
-        server = _write(d, "server", s_cert, s_key)
+        server = write_pair(d, "server", s_cert, s_key)
         mitm_key = certs.generate_key("ec-p256")
-        mitm = _write(d, "mitm", certs.self_signed(mitm_key, FRONT, now=now), mitm_key)
+        mitm = write_pair(d, "mitm", certs.self_signed(mitm_key, FRONT, now=now), mitm_key)
         dev_key = certs.generate_key("ec-p256")
         dev_cert = certs.self_signed(dev_key, DEVICE, now=now)
-        device = _write(d, "device", dev_cert, dev_key)
+        device = write_pair(d, "device", dev_cert, dev_key)
         other_key = certs.generate_key("ec-p256")
-        impostor = _write(d, "impostor", certs.self_signed(other_key, DEVICE, now=now), other_key)
-        outsider = _write(d, "outsider", certs.self_signed(dev_key, OUTSIDER, now=now), dev_key)
+        impostor = write_pair(
+            d, "impostor", certs.self_signed(other_key, DEVICE, now=now), other_key
+        )
+        outsider = write_pair(d, "outsider", certs.self_signed(dev_key, OUTSIDER, now=now), dev_key)
         zones = Hierarchy("test.", ttl=60)
         example = zones.child("example.test.")
         devices = zones.child("_device.example.test.")

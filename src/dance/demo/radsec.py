@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dance import certs
+from dance.demo.files import write_pair, write_server
 from dance.tlsa import make_record
 
 __all__ = ["run_radsec"]
@@ -34,12 +35,6 @@ __all__ = ["run_radsec"]
 ZONE = "_nas.example.test"
 AP = f"ap1.{ZONE}"
 USER, PASSWORD = "bob", "hunter2"
-
-
-def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 def run_radsec(out: TextIO, now: datetime.datetime | None = None) -> int:
@@ -59,21 +54,15 @@ def _run(d: Path, now: datetime.datetime, out: TextIO) -> int:
     from dance.testkit import Hierarchy, ServerThread
     from dance.testkit.freeradius import RadiusBackend
 
-    server_ca_key = certs.generate_key("ec-p256")
-    server_ca = certs.new_ca(server_ca_key, "Demo RadSec server CA", now=now)
-    s_key = certs.generate_key("ec-p256")
-    s_cert = certs.issue_certificate(
-        server_ca, server_ca_key, s_key.public_key(), dns_names=["localhost"], now=now,
-        client_auth=False, server_auth=True,
-    )  # fmt: skip
-    (d / "server-ca.pem").write_bytes(certs.certificate_pem(server_ca))
     ap_key = certs.generate_key("ec-p256")
     ap_cert = certs.self_signed(ap_key, AP, now=now)
     impostor_key = certs.generate_key("ec-p256")
     files = {
-        "server": _write(d, "server", s_cert, s_key),
-        "ap": _write(d, "ap", ap_cert, ap_key),
-        "impostor": _write(
+        "server": write_server(
+            d, now, ca_name="Demo RadSec server CA", ca_file="server-ca.pem", server_auth=True
+        ),
+        "ap": write_pair(d, "ap", ap_cert, ap_key),
+        "impostor": write_pair(
             d, "impostor", certs.self_signed(impostor_key, AP, now=now), impostor_key
         ),
     }

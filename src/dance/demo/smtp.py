@@ -18,21 +18,16 @@ import datetime
 import ssl
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from dance import certs
+from dance.demo.files import write_pair, write_server
 from dance.tlsa import make_record
 
 __all__ = ["run_smtp"]
 
 MTA = "_smtp-client.mta1.example.test"
 OUTSIDER = "_smtp-client.mta1.evil.test"
-
-
-def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 class _Sink:
@@ -130,20 +125,13 @@ def run_smtp(out: TextIO, now: datetime.datetime | None = None) -> int:
     out.write("\ndance demo, part G: SMTP relay authentication, `dance smtp-proxy`\n\n")
     with tempfile.TemporaryDirectory(prefix="dance-demo-smtp-") as tmp:
         d = Path(tmp)
-        ca_key = certs.generate_key("ec-p256")
-        ca = certs.new_ca(ca_key, "Demo server CA", now=now)
-        s_key = certs.generate_key("ec-p256")
-        s_cert = certs.issue_certificate(
-            ca, ca_key, s_key.public_key(), dns_names=["localhost"], now=now, client_auth=False
-        )
-        (d / "ca.pem").write_bytes(certs.certificate_pem(ca))
-        server = _write(d, "server", s_cert, s_key)
+        server = write_server(d, now, ca_name="Demo server CA", ca_file="ca.pem")
         mta_key = certs.generate_key("ec-p256")
         mta_cert = certs.self_signed(mta_key, MTA, now=now)
-        mta = _write(d, "mta", mta_cert, mta_key)
+        mta = write_pair(d, "mta", mta_cert, mta_key)
         other_key = certs.generate_key("ec-p256")
-        impostor = _write(d, "impostor", certs.self_signed(other_key, MTA, now=now), other_key)
-        outsider = _write(d, "outsider", certs.self_signed(mta_key, OUTSIDER, now=now), mta_key)
+        impostor = write_pair(d, "impostor", certs.self_signed(other_key, MTA, now=now), other_key)
+        outsider = write_pair(d, "outsider", certs.self_signed(mta_key, OUTSIDER, now=now), mta_key)
 
         zones = Hierarchy("test.", ttl=60)
         example = zones.child("example.test.")

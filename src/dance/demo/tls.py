@@ -16,20 +16,15 @@ import datetime
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from dance import certs
+from dance.demo.files import write_pair, write_server
 from dance.tlsa import make_record
 
 __all__ = ["run_tls"]
 
 DEVICE = "sensor7._device.example.test"
-
-
-def _write(d: Path, label: str, cert: Any, key: Any) -> tuple[str, str]:
-    (d / f"{label}.pem").write_bytes(certs.certificate_pem(cert))
-    certs.write_private_key(d / f"{label}.key", key)
-    return str(d / f"{label}.pem"), str(d / f"{label}.key")
 
 
 def _identity_tlv(header: bytes, tlv_type: int) -> str | None:
@@ -60,22 +55,17 @@ def run_tls(out: TextIO, now: datetime.datetime | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="dance-demo-tls-") as tmp:
         d = Path(tmp)
-        ca_key = certs.generate_key("ec-p256")
-        ca = certs.new_ca(ca_key, "Demo server CA", now=now)
-        s_key = certs.generate_key("ec-p256")
-        s_cert = certs.issue_certificate(
-            ca, ca_key, s_key.public_key(), dns_names=["localhost"], now=now, client_auth=False
-        )
-        (d / "ca.pem").write_bytes(certs.certificate_pem(ca))
-        server = _write(d, "server", s_cert, s_key)
+        server = write_server(d, now, ca_name="Demo server CA", ca_file="ca.pem")
         dev_key = certs.generate_key("ec-p256")
         dev_cert = certs.self_signed(dev_key, DEVICE, now=now)
-        device = _write(d, "device", dev_cert, dev_key)
+        device = write_pair(d, "device", dev_cert, dev_key)
         other_key = certs.generate_key("ec-p256")
-        impostor = _write(d, "impostor", certs.self_signed(other_key, DEVICE, now=now), other_key)
+        impostor = write_pair(
+            d, "impostor", certs.self_signed(other_key, DEVICE, now=now), other_key
+        )
         outsider_name = "sensor7.evil.test"
         outsider_cert = certs.self_signed(dev_key, outsider_name, now=now)
-        outsider = _write(d, "outsider", outsider_cert, dev_key)
+        outsider = write_pair(d, "outsider", outsider_cert, dev_key)
 
         zones = Hierarchy("test.", ttl=60)
         zones.child("example.test.")

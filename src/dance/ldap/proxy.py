@@ -38,6 +38,7 @@ from dance.identity import Identity
 from dance.ldap import messages as m
 from dance.ldap.ber import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PDU, BERError, PDUReader
 from dance.service.observe import Observer
+from dance.service.relay import RefusalStats, SessionSlots, host_port, peer_host
 from dance.tls.bridge import CONNECTION_PEER, DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import ClientGone, DanceServer, DanceStreamWriter, until_client_leaves
 
@@ -76,7 +77,7 @@ class LDAPProxyConfig:
 
 
 @dataclass
-class LDAPProxyStats:
+class LDAPProxyStats(RefusalStats):
     """``refused`` counts refusals by reason: the BER reasons of :mod:`dance.ldap.ber`,
     ``undecodable``, ``non-canonical``, ``not-a-request``, ``message-id-zero``,
     ``before-tls``, ``bind-before-tls``, ``starttls-pipelined``, ``not-bind``, ``not-sasl``,
@@ -91,14 +92,6 @@ class LDAPProxyStats:
     relayed: int = 0  # client PDUs relayed to slapd
     upstream_connections: int = 0
     refused: dict[str, int] = field(default_factory=dict)
-
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(vars(self))
-        out["refused"] = dict(self.refused)
-        return out
 
 
 class _End(Exception):
@@ -131,9 +124,7 @@ class LDAPProxy:
         self.core = core
         self.stats = LDAPProxyStats()
         self.plain: asyncio.Server | None = None
-        self._per_address: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self.slots = SessionSlots(config.max_connections, config.max_per_address)  # StartTLS
 
     # -- refusals ---------------------------------------------------------------------------------
 
@@ -175,20 +166,12 @@ class LDAPProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "unknown"
-        if self._active >= self.config.max_connections:
-            self.stats.refuse("max-connections")
+        peer = peer_host(peername)
+        refusal = self.slots.admit(peer)
+        if refusal is not None:
+            self.stats.refuse(refusal)
             writer.transport.abort()
             return
-        if self._per_address.get(peer, 0) >= self.config.max_per_address:
-            self.stats.refuse("per-address")
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._active += 1
-        self._per_address[peer] = self._per_address.get(peer, 0) + 1
         observer = self.core.observer
         if observer is not None:
             observer.opened()
@@ -204,13 +187,7 @@ class LDAPProxy:
             writer.transport.abort()
             if observer is not None:
                 observer.closed()
-            self._active -= 1
-            left = self._per_address.get(peer, 1) - 1
-            if left > 0:
-                self._per_address[peer] = left
-            else:
-                self._per_address.pop(peer, None)
-            self._tasks.discard(task)
+            self.slots.release(peer)
 
     async def _plain_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peername: Any
@@ -237,7 +214,7 @@ class LDAPProxy:
         # come through TLS): from here to start_tls nothing awaits.
         if client.queue or client.framer.pending or len(getattr(reader, "_buffer", b"")):
             await self._end(writer, "starttls-pipelined", m.PROTOCOL_ERROR, "pipelined", None)
-        CONNECTION_PEER.set((_addr(peername), time.monotonic()))
+        CONNECTION_PEER.set((host_port(peername), time.monotonic()))
         try:
             async with asyncio.timeout(cfg.tls_timeout):
                 await writer.start_tls(self.core.context, ssl_handshake_timeout=cfg.tls_timeout + 5)
@@ -460,15 +437,7 @@ class LDAPProxy:
         if self.plain is not None:
             self.plain.close()
         cut = await self.core.shutdown(drain_timeout)
-        tasks = list(self._tasks)
-        if tasks and drain_timeout > 0:
-            await asyncio.wait(tasks, timeout=drain_timeout)
-        left = [t for t in tasks if not t.done()]
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
-        return cut + len(left)
+        return cut + await self.slots.drain(drain_timeout)
 
 
 async def _watch(writer: asyncio.StreamWriter, aw: Awaitable[T]) -> T:
@@ -478,12 +447,6 @@ async def _watch(writer: asyncio.StreamWriter, aw: Awaitable[T]) -> T:
     if isinstance(writer, DanceStreamWriter):
         return await until_client_leaves(writer, aw)
     return await aw
-
-
-def _addr(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "unknown"
 
 
 async def start_ldap_proxy(

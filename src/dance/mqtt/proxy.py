@@ -33,6 +33,7 @@ from dance.mqtt.codec import (
     encode_connect,
     parse_connect,
 )
+from dance.service.relay import RefusalStats
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
 
@@ -62,7 +63,7 @@ class MQTTProxyConfig:
             raise ValueError(f"max_remaining out of range: {self.max_remaining!r}")
 
 
-class MQTTProxyStats:
+class MQTTProxyStats(RefusalStats):
     def __init__(self) -> None:
         self.connects = 0  # CONNECTs accepted and forwarded
         self.broker_connections = 0
@@ -71,14 +72,6 @@ class MQTTProxyStats:
         self.passwords_dropped = 0
         self.packets_relayed = 0  # client to broker, after the CONNECT
         self.refused: dict[str, int] = {}
-
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(vars(self))
-        out["refused"] = dict(self.refused)
-        return out
 
 
 async def _close(writer: asyncio.StreamWriter, timeout: float) -> None:

@@ -44,6 +44,7 @@ from dance.radius.packet import (
     resign_response,
 )
 from dance.service.observe import Observer
+from dance.service.relay import RefusalStats
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
 
@@ -81,7 +82,7 @@ class RadsecProxyConfig:
         return (self.backend[0], self.backend[1] + 1)
 
 
-class RadsecProxyStats:
+class RadsecProxyStats(RefusalStats):
     def __init__(self) -> None:
         self.sessions = 0  # authenticated connections served
         self.requests = 0  # forwarded to the server
@@ -91,17 +92,8 @@ class RadsecProxyStats:
         self.refused: dict[str, int] = {}  # client packets, by reason (each closed a connection)
         self.backend_refused: dict[str, int] = {}  # server packets dropped, by reason
 
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-
     def backend_refuse(self, reason: str) -> None:
         self.backend_refused[reason] = self.backend_refused.get(reason, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(vars(self))
-        out["refused"] = dict(self.refused)
-        out["backend_refused"] = dict(self.backend_refused)
-        return out
 
 
 class _Datagrams(asyncio.DatagramProtocol):

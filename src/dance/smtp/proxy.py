@@ -54,6 +54,7 @@ from typing import NoReturn, TypeVar
 from dance.auth import Authenticator
 from dance.identity import Identity
 from dance.service.observe import Observer
+from dance.service.relay import SessionSlots, host_port, peer_host
 from dance.smtp.framing import (
     DEFAULT_MAX_COMMAND,
     DEFAULT_MAX_LINE,
@@ -653,8 +654,7 @@ class SmtpProxy:
         self.core = core
         self.stats = SmtpStats()
         self.server: asyncio.Server | None = None
-        self._per_address: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.slots = SessionSlots(config.max_connections, config.max_per_address)
 
     def _refuse_connection(self, writer: asyncio.StreamWriter, reason: str) -> None:
         self.stats.count(reason)
@@ -670,18 +670,12 @@ class SmtpProxy:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.sessions += 1
         peername = writer.get_extra_info("peername")  # captured at accept
-        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "unknown"
-        if self.stats.active >= self.config.max_connections:
-            self._refuse_connection(writer, "max-connections")
+        peer = peer_host(peername)
+        refusal = self.slots.admit(peer)
+        if refusal is not None:
+            self._refuse_connection(writer, refusal)
             return
-        if self._per_address.get(peer, 0) >= self.config.max_per_address:
-            self._refuse_connection(writer, "per-address")
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # a strong reference: the task is never collected while pending
-        self.stats.active += 1
-        self._per_address[peer] = self._per_address.get(peer, 0) + 1
+        self.stats.active = self.slots.active
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # Replies are short: a fixed send buffer instead of the kernel's autotuned one (which
@@ -690,7 +684,7 @@ class SmtpProxy:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _CLIENT_SNDBUF)
         session = _Session(self, reader, writer, peer)
-        session.peer_text = _addr(peername)
+        session.peer_text = host_port(peername)
         session.accepted_at = time.monotonic()
         if self.core.observer is not None:
             self.core.observer.opened()
@@ -721,13 +715,8 @@ class SmtpProxy:
             session.close()
             if self.core.observer is not None:
                 self.core.observer.closed()
-            self.stats.active -= 1
-            left = self._per_address.get(peer, 1) - 1
-            if left > 0:
-                self._per_address[peer] = left
-            else:
-                self._per_address.pop(peer, None)
-            self._tasks.discard(task)
+            self.slots.release(peer)
+            self.stats.active = self.slots.active
 
     @property
     def port(self) -> int:
@@ -743,12 +732,12 @@ class SmtpProxy:
         """Stop listening and end every session (their backend connections are dropped)."""
         if self.server is not None:
             self.server.close()
-        for task in list(self._tasks):
+        for task in list(self.slots.tasks):
             task.cancel()
 
     async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.slots.tasks:
+            await asyncio.gather(*list(self.slots.tasks), return_exceptions=True)
         if self.server is not None:
             await self.server.wait_closed()
 
@@ -762,15 +751,7 @@ class SmtpProxy:
         how many were cut."""
         if self.server is not None:
             self.server.close()
-        tasks = list(self._tasks)
-        if tasks and timeout > 0:
-            await asyncio.wait(tasks, timeout=timeout)
-        left = [t for t in tasks if not t.done()]
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
+        return await self.slots.drain(timeout)
 
     async def __aenter__(self) -> SmtpProxy:
         return self
@@ -813,9 +794,3 @@ async def start_smtp_proxy(
         proxy.handle, host, port, limit=MAX_LINE, reuse_port=reuse_port or None
     )
     return proxy
-
-
-def _addr(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "unknown"

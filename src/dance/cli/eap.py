@@ -28,13 +28,14 @@ from dance.cli.common import (
     UsageError,
     add_dns_options,
     add_socket_options,
+    allow_entries,
     log_to_stderr,
     make_resolver,
     positive_int,
     require_limits,
     run_line_daemon,
 )
-from dance.cli.tls import EXIT_OK, _allow_entries
+from dance.cli.tls import EXIT_OK
 
 log = logging.getLogger("dance.eap")
 
@@ -103,7 +104,7 @@ def cmd_eap_verify_daemon(args: argparse.Namespace) -> int:
 
     require_limits([("--max-connections", args.max_connections)])
     try:
-        allow = AllowList.parse(_allow_entries(args))
+        allow = AllowList.parse(allow_entries(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     log_to_stderr(logging.INFO if args.verbose else logging.WARNING)

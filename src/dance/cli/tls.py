@@ -238,12 +238,6 @@ def _dane_server_check(args: argparse.Namespace, host: str, port: int) -> tuple[
     return asyncio.run(decide())
 
 
-# the old private names, still imported by other command modules (dance.cli.eap)
-_allow_entries = allow_entries
-_codepoint = clientid_codepoint
-_raise_descriptor_limit = raise_descriptor_limit
-
-
 def cmd_proxy(args: argparse.Namespace) -> int:
     from dance.auth import AllowList, Authenticator
     from dance.dns import TLSAResolver

@@ -244,7 +244,9 @@ def test_http_mode_ambiguous_requests_refused(world: World, request_bytes: bytes
     run_proxy(world, "http", scenario)
 
 
-def test_tcp_mode_relays_bulk_both_ways_with_flow_control(world: World) -> None:
+def test_tcp_mode_relays_bulk_both_ways_with_flow_control(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     """4 MiB through the tcp relay and back: more than every buffer on the way, so reading
     pauses and resumes on both sides; every byte arrives, in order, and the relay then ends
     with the client (counted)."""
@@ -279,6 +281,9 @@ def test_tcp_mode_relays_bulk_both_ways_with_flow_control(world: World) -> None:
         assert len(backend.received) == count
 
     run_proxy(world, "echo", scenario)
+    # the client's end of stream closed its TLS transport without asyncio's complaint about a
+    # protocol asking to keep a TLS transport half-open
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 @pytest.mark.parametrize("mode", ["echo", "http"])

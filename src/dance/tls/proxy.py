@@ -169,7 +169,9 @@ class _Splice(asyncio.Protocol):
                 if other.transport.can_write_eof():  # (TLS cannot half-close: not passed on)
                     other.transport.write_eof()
         self._end()
-        return True  # closed by the relay's end, as both sides are
+        # The backend's TCP stays half-open until the relay closes it; a TLS transport closes
+        # itself at the end of stream whatever is returned (as the stream protocol answers).
+        return not self.client_side
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end()

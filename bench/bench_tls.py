@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,19 @@ def backend_main() -> None:
     asyncio.run(main())
 
 
+def pinned_context(args: argparse.Namespace) -> ssl.SSLContext:
+    """Plain ``ssl``, TLS 1.3 without tickets, mutual TLS with the client certificate pinned as
+    the only CA (no DANCE): the baseline servers' context."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(args.pin)
+    return ctx
+
+
 def serve_main(args: argparse.Namespace) -> None:
     """Child process: one server until SIGTERM; prints its port."""
 
@@ -92,13 +106,7 @@ def serve_main(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         if args.role == "pinned":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            ctx.num_tickets = 0
-            ctx.options |= ssl.OP_NO_TICKET
-            ctx.load_cert_chain(args.cert, args.key)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(args.pin)
+            ctx = pinned_context(args)
 
             async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 try:
@@ -173,13 +181,7 @@ def floor_main(args: argparse.Namespace) -> None:
     that can relay a mutual-TLS connection. Until SIGTERM; prints its port."""
     import socket
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.num_tickets = 0
-    ctx.options |= ssl.OP_NO_TICKET
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(args.pin)
+    ctx = pinned_context(args)
     listener = socket.create_server(("127.0.0.1", 0), backlog=512)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(listener.getsockname()[1], flush=True)
@@ -383,49 +385,46 @@ def cold_main(args: argparse.Namespace) -> int:
 # -- nginx --------------------------------------------------------------------------------------
 
 
-def start_nginx(d: Path, cert: str, key: str) -> tuple[subprocess.Popen[bytes], int, list[int]]:
-    import socket
+def _nginx(d: Path, conf: Callable[[int], str]) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+    """nginx with 1 worker and ``conf(port)``, started by the test kit (``daemon off``, waits
+    for the port); returns the master, the port and the worker pids."""
+    from dance.testkit.frontends import start_nginx as start
+    from dance.testkit.servers import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = d / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
+    port = free_port()
+    proc = start(d, f"worker_processes 1;\npid {d}/nginx.pid;\n{conf(port)}", port)
+    pid = proc.process.pid
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return proc.process, port, children
+
+
+def _tls(cert: str, key: str) -> str:
+    return f"""
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.3;
     ssl_session_tickets off;
     ssl_session_cache off;
-    ssl_verify_client optional_no_ca;
+    ssl_verify_client optional_no_ca;"""
+
+
+def start_nginx(d: Path, cert: str, key: str) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+    """nginx ``http``: TLS 1.3 with ``ssl_verify_client optional_no_ca``, answering ok."""
+    return _nginx(
+        d / "http",
+        lambda port: (
+            f"""
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port} ssl;{_tls(cert, key)}
     location / {{ return 200 "ok $ssl_client_fingerprint\\n"; }}
   }}
 }}
 """
+        ),
     )
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(d)], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                break
-        except OSError:
-            time.sleep(0.05)
-    children = [
-        int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    ]
-    return proc, port, children
 
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -436,47 +435,21 @@ def start_nginx_stream(
 ) -> tuple[subprocess.Popen[bytes], int, list[int]]:
     """nginx ``stream``: TLS 1.3 with ``ssl_verify_client optional_no_ca``, relaying to
     ``backend`` (1 worker; the module from Debian's libnginx-mod-stream)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    d.mkdir(exist_ok=True)
-    conf = d / "nginx-stream.conf"
-    conf.write_text(
-        f"""
+    return _nginx(
+        d,
+        lambda port: (
+            f"""
 load_module {STREAM_MODULE};
-daemon off;
-worker_processes 1;
-pid {d}/nginx-stream.pid;
-error_log {d}/stream-error.log warn;
 events {{ worker_connections 2048; }}
 stream {{
   server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.3;
-    ssl_session_tickets off;
-    ssl_session_cache off;
-    ssl_verify_client optional_no_ca;
+    listen 127.0.0.1:{port} ssl;{_tls(cert, key)}
     proxy_pass 127.0.0.1:{backend};
   }}
 }}
 """
+        ),
     )
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(d)], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                break
-        except OSError:
-            time.sleep(0.05)
-    children = [
-        int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    ]
-    return proc, port, children
 
 
 def s_time(port: int, cert: str, key: str, seconds: float, processes: int) -> int:

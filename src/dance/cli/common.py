@@ -512,24 +512,30 @@ def run_line_daemon(
 
 
 def add_front_options(
-    p: argparse.ArgumentParser, *, idle_timeout: float = 300.0, idle_help: str = "0: none"
+    p: argparse.ArgumentParser,
+    *,
+    idle_timeout: float = 300.0,
+    idle_help: str = "0: none",
+    allow: bool = True,
 ) -> argparse._ArgumentGroup:
-    """The options of every DANCE TLS front (proxy, mqtt-proxy, ldap-proxy, radsec-proxy):
-    certificate, key, allow-list, extension codepoint, and the limits of `dance.tls.DanceServer`.
-    Returns the limits group, for the command's own limits."""
+    """The options of every DANCE TLS front (proxy, mqtt-proxy, ldap-proxy, radsec-proxy,
+    lorawan-join-server): certificate, key, allow-list (``allow=False``: the command derives
+    its allow-list from its own configuration), extension codepoint, and the limits of
+    `dance.tls.DanceServer`. Returns the limits group, for the command's own limits."""
     p.add_argument("--cert", required=True, metavar="FILE", help="server certificate chain (PEM)")
     p.add_argument("--key", required=True, metavar="FILE", help="server private key (PEM)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="NAME_OR_SUFFIX",
-        help="allowed client name, or .suffix for every name below it (repeatable)",
-    )
-    p.add_argument(
-        "--allow-file",
-        metavar="FILE",
-        help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
-    )
+    if allow:
+        p.add_argument(
+            "--allow",
+            action="append",
+            metavar="NAME_OR_SUFFIX",
+            help="allowed client name, or .suffix for every name below it (repeatable)",
+        )
+        p.add_argument(
+            "--allow-file",
+            metavar="FILE",
+            help="more allowed names or .suffixes, one per line (# comments); re-read on SIGHUP",
+        )
     p.add_argument("--clientid-codepoint", default="0xFFDC", metavar="N")
     lim = p.add_argument_group("limits (each refusal is counted by reason)")
     lim.add_argument("--max-pending", type=int, default=64, help="connections awaiting DNS, max")

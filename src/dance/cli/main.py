@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dance.cli.ldap",
     "dance.cli.eap",
     "dance.cli.radsec",
+    "dance.cli.lorawan",
 )
 
 
@@ -46,6 +47,7 @@ SERVICE_COMMANDS: tuple[str, ...] = (
     "ldap-proxy",
     "eap-verify-daemon",
     "radsec-proxy",
+    "lorawan-join-server",
 )
 
 

@@ -47,17 +47,25 @@ def _one_line_error(code: int, out: str, err: str, needle: str) -> None:
     assert needle in lines[-1], err
 
 
+def _keys(files: Files, text: str, mode: int = 0o600, label: str = "devices") -> str:
+    """A ``--device-keys`` file holding ``text`` with ``mode``, next to the certificate."""
+    path = Path(files.cert).parent / f"{label}.keys"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
 def _server(files: Files, *extra: str) -> list[str]:
     args = [
         "lorawan-join-server", "--listen", "127.0.0.1:0", "--cert", files.cert,
         "--key", files.key, "--join-eui", JOIN_EUI, "--server", NOWHERE,
     ]  # fmt: skip
-    if not any(a.startswith("--device") for a in extra):
-        args += ["--device", f"{DEV_EUI}={APP_KEY.hex()}"]
+    if not any(a.startswith("--device-keys") for a in extra):
+        args += ["--device-keys", _keys(files, f"{DEV_EUI}={APP_KEY.hex()}\n")]
     if not any(a.startswith("--network-server") for a in extra):
         args += ["--network-server", f"{NS1}={NETID1}"]
     for arg in extra:  # an option given again replaces the default one
-        if arg.startswith("--") and arg in args and arg not in ("--device", "--network-server"):
+        if arg.startswith("--") and arg in args and arg != "--network-server":
             j = args.index(arg)
             del args[j : j + 2]
     return [*args, *extra]
@@ -66,16 +74,7 @@ def _server(files: Files, *extra: str) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--device", DEV_EUI], "bad --device"),
-        (["--device", f"={APP_KEY.hex()}"], "bad --device"),
-        (["--device", f"{DEV_EUI}={APP_KEY.hex()[:-1]}"], "AppKey must be 32 hex digits"),
-        (["--device", f"{DEV_EUI}={APP_KEY.hex()[:-2]} f"], "AppKey must be 32 hex digits"),
-        (["--device", f"{DEV_EUI}={APP_KEY.hex()[:-2]}zz"], "AppKey must be 32 hex digits"),
-        (["--device", f"0004a30b001c053={APP_KEY.hex()}"], "DevEUI must be 16 hex digits"),
-        (
-            ["--device", f"{DEV_EUI}={APP_KEY.hex()}", "--device", f"{DEV_EUI.upper()}={'0' * 32}"],
-            "same DevEUI is given twice",
-        ),
+        (["--device-keys", "/nonexistent/devices.keys"], "cannot read /nonexistent/devices.keys"),
         (["--network-server", NS1], "bad --network-server"),
         (["--network-server", f".netid-000013.example.test={NETID1}"], "one exact name"),
         (["--network-server", f"{NS1}=0013"], "NetID must be 6 hex digits"),
@@ -99,6 +98,47 @@ def test_join_server_unusable_options_exit_2(
     files: Files, extra: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _one_line_error(*_run(_server(files, *extra), capsys), needle)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (f"{DEV_EUI}\n", ":1: bad device line"),
+        (f"# devices\n\n={APP_KEY.hex()}\n", ":3: bad device line"),
+        (f"{DEV_EUI}={APP_KEY.hex()[:-1]}\n", "AppKey must be 32 hex digits"),
+        (f"{DEV_EUI}={APP_KEY.hex()[:-2]} f\n", "AppKey must be 32 hex digits"),
+        (f"{DEV_EUI}={APP_KEY.hex()[:-2]}zz\n", "AppKey must be 32 hex digits"),
+        (f"0004a30b001c053={APP_KEY.hex()}\n", "DevEUI must be 16 hex digits"),
+        (f"{DEV_EUI}={APP_KEY.hex()}\n{DEV_EUI.upper()}={'0' * 32}\n", "given twice"),
+        (b"\xff\xfe".decode("latin-1"), "not UTF-8"),
+    ],
+    ids=lambda v: v if len(v) < 30 else None,
+)
+def test_join_server_bad_device_keys_exit_2(
+    files: Files, text: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(_keys(files, "", label="bad"))
+    path.write_bytes(text.encode("latin-1") if "UTF-8" in needle else text.encode())
+    code, out, err = _run(_server(files, "--device-keys", str(path)), capsys)
+    _one_line_error(code, out, err, needle)
+    assert APP_KEY.hex()[:20] not in err  # a key is never echoed
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_join_server_device_keys_open_to_others_exit_2(
+    files: Files, mode: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AppKeys are device root secrets: a file that group or others can read is refused."""
+    path = _keys(files, f"{DEV_EUI}={APP_KEY.hex()}\n", mode=mode, label="open")
+    _one_line_error(*_run(_server(files, "--device-keys", path), capsys), "chmod 600")
+
+
+def test_join_server_takes_no_app_key_on_the_command_line(
+    files: Files, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old ``--device DEVEUI=APPKEY`` (a secret in every ``ps`` listing) is gone."""
+    code, _, err = _run(_server(files, "--device", f"{DEV_EUI}={APP_KEY.hex()}"), capsys)
+    assert code == 2 and "unrecognized arguments" in err
 
 
 def test_join_server_without_network_servers_exit_2(
@@ -193,7 +233,12 @@ def test_process_bad_device_one_line_no_traceback(files: Files) -> None:
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *sys.path])}
     done = subprocess.run(
-        [sys.executable, "-m", "dance.cli", *_server(files, "--device", f"{DEV_EUI}=nothex")],
+        [
+            sys.executable,
+            "-m",
+            "dance.cli",
+            *_server(files, "--device-keys", _keys(files, f"{DEV_EUI}=nothex\n", label="p")),
+        ],
         capture_output=True,
         text=True,
         env=env,

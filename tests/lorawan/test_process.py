@@ -65,10 +65,11 @@ def _join_server(
 ) -> Iterator[JoinServerProcess]:
     label = Path(files.cert).stem
     config = world.dir / f"{label}.toml"
+    keys = world.dir / f"{label}.keys"
+    keys.write_text(f"# DevEUI=AppKey\n{DEV_EUI}={APP_KEY.hex()}\n")
+    keys.chmod(0o600)
     config.write_text(
-        f'join-eui = "{JOIN_EUI}"\n'
-        f'device = ["{DEV_EUI}={APP_KEY.hex()}"]\n'
-        f'network-server = ["{NS1}={NETID1}"]\n'
+        f'join-eui = "{JOIN_EUI}"\ndevice-keys = "{keys}"\nnetwork-server = ["{NS1}={NETID1}"]\n'
     )
     config.chmod(0o600)
     metrics = free_port()

@@ -2,7 +2,7 @@
 (`dance.lorawan`, architecture Example 5) as processes.
 
     dance lorawan-join-server --listen 127.0.0.1:8443 --cert js.pem --key js.key \\
-        --join-eui 70b3d57ed0000001 --device 0004a30b001c0530=<AppKey hex> \\
+        --join-eui 70b3d57ed0000001 --device-keys devices.keys \\
         --network-server ns1.netid-000013.example.test=000013 \\
         --server 127.0.0.1:53 --trust-anchor anchor.txt
     dance lorawan-join-request --connect 127.0.0.1:8443 --server-name js.example.test \\
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import string
 from typing import Any
 
@@ -34,14 +35,15 @@ from dance.cli.common import (
     add_dns_options,
     add_front_options,
     client_name_arg,
+    clientid_codepoint,
     front_limits,
     log_to_stderr,
     make_resolver,
     observe_service,
     parse_hostport,
+    raise_descriptor_limit,
     run_service,
 )
-from dance.cli.tls import _codepoint, _raise_descriptor_limit
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def _add_dns(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "lorawan-join-server",
+        allow_abbrev=False,  # "--device" must not pass for --device-keys (an AppKey as a path)
         help="LoRaWAN join server answering TS002 JoinReq from network servers authenticated "
         "by DNS only",
         description=(
@@ -69,11 +72,10 @@ def register(subparsers: Any) -> None:
                    help="default 127.0.0.1:8443")  # fmt: skip
     p.add_argument("--join-eui", required=True, metavar="HEX16", help="this join server's JoinEUI")
     p.add_argument(
-        "--device",
-        action="append",
-        default=[],
-        metavar="DEVEUI=APPKEY",
-        help="a device: its DevEUI (16 hex digits) and AppKey (32 hex digits); repeatable",
+        "--device-keys",
+        metavar="FILE",
+        help="the devices: one DEVEUI=APPKEY a line (DevEUI 16 hex digits, AppKey 32), '#' "
+        "comments; AppKeys are secrets: the file must not be readable by group or others",
     )
     p.add_argument(
         "--network-server",
@@ -142,29 +144,55 @@ def _pairs(values: list[str], flag: str, what: str) -> list[tuple[str, str]]:
     return out
 
 
-def _app_key(dev: str, text: str) -> bytes:
-    if len(text) != 32 or not all(c in string.hexdigits for c in text):
-        raise UsageError(f"bad --device {dev}: the AppKey must be 32 hex digits, not {text!r}")
-    return bytes.fromhex(text)
+def _device_keys(path: str | None) -> list[tuple[str, bytes]]:
+    """The ``--device-keys`` file: ``DEVEUI=APPKEY`` lines. Secrets come from a file kept from
+    other users (never from the command line, where ``ps`` shows them to everyone); a key is
+    never echoed in an error."""
+    if path is None:
+        return []
+    try:
+        mode = os.stat(path).st_mode
+        text = _read(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise UsageError(
+            f"{path} holds AppKeys and is open to group or others (mode {mode & 0o777:o}): "
+            f"chmod 600 {path}"
+        )
+    out: list[tuple[str, bytes]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        dev, sep, key = line.partition("=")
+        if not sep or not dev or not key:
+            raise UsageError(f"{path}:{number}: bad device line (DEVEUI=APPKEY expected)")
+        if len(key) != 32 or not all(c in string.hexdigits for c in key):
+            raise UsageError(f"{path}:{number}: device {dev}: the AppKey must be 32 hex digits")
+        out.append((dev, bytes.fromhex(key)))
+    return out
 
 
 def _join_server_app(args: argparse.Namespace) -> Any:
     from dance.lorawan import JoinServer
 
-    devices = _pairs(args.device, "--device", "DEVEUI=APPKEY")
+    devices = _device_keys(args.device_keys)
     servers = _pairs(args.network_server, "--network-server", "CLIENTNAME=NETID")
     if not servers:
         raise UsageError("no network servers: give --network-server CLIENTNAME=NETID")
     try:
         js = JoinServer(
             join_eui=args.join_eui,
-            devices={dev: _app_key(dev, key) for dev, key in devices},
+            devices=dict(devices),
             network_servers=dict(servers),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if len(js.devices) != len(devices):
-        raise UsageError("the same DevEUI is given twice in --device")
+        raise UsageError(f"the same DevEUI is given twice in {args.device_keys}")
     if len(js.network_servers) != len(servers):
         raise UsageError("the same network server is given twice in --network-server")
     return js
@@ -178,14 +206,14 @@ def cmd_join_server(args: argparse.Namespace) -> int:
     from dance.tls import BridgeError, serve
 
     listen = parse_hostport(args.listen, "--listen")
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     limits = front_limits(args)
     _dns_alias(args)
     js = _join_server_app(args)
     if args.verbose:
         log_to_stderr(logging.INFO)
     resolver = make_resolver(args)  # unusable DNS options: one line, exit 2, before anything
-    _raise_descriptor_limit(args.max_connections + 64)
+    raise_descriptor_limit(args.max_connections + 64)
     current: dict[str, Any] = {"auth": Authenticator(resolver, allow=js.allow_list())}
 
     def sources() -> dict[str, Any]:
@@ -271,7 +299,7 @@ def cmd_join_request(args: argparse.Namespace) -> int:
     if args.service_port is not None and not 0 < args.service_port < 65536:
         raise UsageError(f"bad --service-port {args.service_port} (1 to 65535)")
     client_name = client_name_arg(args.client_name)
-    codepoint = _codepoint(args.clientid_codepoint)
+    codepoint = clientid_codepoint(args.clientid_codepoint)
     _dns_alias(args)
     data = _read(args.request)
     try:  # the certificate and key, before any DNS query

@@ -30,7 +30,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from dance.http.core import IDENTITY_HEADERS, encode_header_value
 from dance.http.h1 import (
@@ -351,6 +351,8 @@ class _Upstream(asyncio.Protocol):
         self.clock = clock
         self.loop = loop
         self.done: asyncio.Future[HttpError | None] = loop.create_future()
+        # the client's connection is lost (or closing): no answer can reach it any more
+        self.lost: asyncio.Future[None] = loop.create_future()
         self._draining: asyncio.Task[None] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -412,6 +414,8 @@ class _Upstream(asyncio.Protocol):
             self._eof()  # as a stream read would end: an unfinished request is refused
         else:
             self._end(None)  # a reset: nothing more to do (as a read raising OSError)
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self._draining is not None:
             self._draining.cancel()
         self.stream.connection_lost(exc)
@@ -470,6 +474,24 @@ async def _quiet(
         if now - since >= quiet or now - start >= limit:
             return
         await asyncio.wait({down}, timeout=min(quiet - (now - since), limit - (now - start)))
+
+
+async def _answers(
+    down: asyncio.Future[None],
+    client_writer: asyncio.StreamWriter,
+    feeding: list[_Upstream],
+    timeout: float | None,
+) -> None:
+    """Wait for the backend's end (its answers relayed meanwhile) for ``timeout`` seconds at
+    most (None: no limit), unless the client's connection is closing or lost: then there is
+    no one to answer (a TLS client that sent close_notify is closed by asyncio's TLS transport
+    at once; a reset or the idle timeout's abort), and the backend is not waited for."""
+    if client_writer.transport.is_closing():
+        return
+    waits: set[asyncio.Future[Any]] = {down}
+    if feeding:
+        waits.add(feeding[0].lost)
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def relay_http(
@@ -628,10 +650,9 @@ async def relay_http(
             if relay.forwarded:
                 await _quiet(down, last, quiet_time, drain_timeout)
         elif not relay.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(down), drain_timeout)
-        else:
-            await down  # "Connection: close": the backend answers, then closes
+            await _answers(down, client_writer, feeding, drain_timeout)
+        else:  # "Connection: close": the backend answers, then closes
+            await _answers(down, client_writer, feeding, None)
     finally:
         for task in (up, down):
             task.cancel()

@@ -7,9 +7,12 @@ identity in a custom TLV (0xE0-0xEF, default 0xE0). ``http`` mode: each request 
 identity in a header (``X-DANCE-Client-ID`` by default); copies sent by the client are removed.
 Requests are parsed strictly and re-serialized (`dance.http.relay`).
 
-The relay ends as soon as either direction ends: the other copy task is cancelled and both
-connections are closed (gracefully within ``close_timeout``, else aborted). A client that leaves
-while the backend connection is being made cancels that connection at once. The PROXY header
+The relay ends as soon as either direction ends and both connections are closed (gracefully
+within ``close_timeout``, else aborted). A client that leaves while the backend connection is
+being made cancels that connection at once; in tcp mode, one that ended cleanly (close_notify)
+with bytes not yet relayed has them delivered all the same. A client's close_notify is passed
+on as an end of stream (TCP FIN); asyncio's TLS transport closes the client's connection at
+once when it gets one, so the backend's answer to it is not delivered. The PROXY header
 carries the addresses captured when the client was accepted.
 """
 
@@ -169,8 +172,9 @@ class _Splice(asyncio.Protocol):
                 if other.transport.can_write_eof():  # (TLS cannot half-close: not passed on)
                     other.transport.write_eof()
         self._end()
-        # The backend's TCP stays half-open until the relay closes it; a TLS transport closes
-        # itself at the end of stream whatever is returned (as the stream protocol answers).
+        # The backend's transport is closed by the relay's end (True: not by itself); the
+        # client's TLS transport ignores the answer (True there only logs a warning: it has
+        # already begun its own close).
         return not self.client_side
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -239,6 +243,34 @@ class Proxy:
         self.config = config
         self.stats = ProxyStats()
 
+    async def _connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The backend connection, unless the client leaves first (`ClientGone`: the connect
+        is cancelled at once). In tcp mode, a client that ended cleanly (close_notify, which
+        asyncio's TLS transport answers by closing the connection) with bytes not yet relayed
+        has not left: the connection is made and they are delivered."""
+        cfg = self.config
+        connecting = asyncio.ensure_future(
+            asyncio.wait_for(asyncio.open_connection(*cfg.backend), cfg.connect_timeout)
+        )
+        used = False
+        try:
+            try:
+                await until_client_leaves(writer, asyncio.shield(connecting))
+            except ClientGone:
+                if cfg.mode != "tcp" or reader.exception() is not None or reader.at_eof():
+                    raise
+                log.debug("client closed with bytes not yet relayed: delivering them")
+            connection = await connecting
+            used = True
+            return connection
+        finally:
+            if not connecting.done():
+                connecting.cancel()  # (the connect's socket is closed by its cancellation)
+            elif not used and not connecting.cancelled() and connecting.exception() is None:
+                connecting.result()[1].transport.abort()  # made as the client left: unused
+
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: Identity
     ) -> None:
@@ -258,10 +290,7 @@ class Proxy:
                 log.warning("cannot build the PROXY header: %s", exc)
                 return
         try:
-            b_reader, b_writer = await until_client_leaves(
-                writer,
-                asyncio.wait_for(asyncio.open_connection(*cfg.backend), cfg.connect_timeout),
-            )
+            b_reader, b_writer = await self._connect(reader, writer)
         except ClientGone:
             self.stats.client_gone_connecting += 1
             log.debug("client left while the backend connection was being made")

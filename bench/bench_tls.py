@@ -549,6 +549,10 @@ def part3(
         floor = statistics.median(rates[("floor", client)])
         print(f"  {client}: dance proxy / nginx stream = {proxy / nginx:.0%} (target >= 100%); "
               f"the CPython floor / nginx stream = {floor / nginx:.0%}")  # fmt: skip
+        for server in ("proxy", "floor"):  # each round against the nginx of the same round
+            pairs = zip(rates[(server, client)], rates[("nginx", client)], strict=True)
+            per_round = ", ".join(f"{a / b:.2f}" for a, b in pairs)
+            out.note(f"part 3, {client}, {server} / nginx stream per round: {per_round}")
         label = "a dane_clientid client" if client == "dane_clientid" else (
             "openssl s_time -new, certificate through --san-fallback"
         )  # fmt: skip

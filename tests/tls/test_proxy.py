@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +286,41 @@ def test_tcp_mode_relays_bulk_both_ways_with_flow_control(
     # the client's end of stream closed its TLS transport without asyncio's complaint about a
     # protocol asking to keep a TLS transport half-open
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+def test_clients_leaving_during_the_backend_connect_leave_no_open_backend(
+    world: World, mode: str
+) -> None:
+    """Clients that close right after their handshake (as ``openssl s_time -new`` does) leave
+    while the proxy connects to the backend: each connect is cancelled or closed at once; none
+    is left open for the garbage collector to find (asyncio then warns "unclosed
+    StreamWriter": ``wait_for`` of Python 3.11 drops a connect that completes as it is
+    cancelled)."""
+
+    async def scenario(server: DanceServer, backend: Backend, stats: ProxyStats) -> None:
+        ctx = ctx_for(world, world.device, DEVICE)
+        loop = asyncio.get_running_loop()
+        for _ in range(40):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+            )
+            writer.transport.abort()  # gone at once, no close_notify
+            await asyncio.sleep(0.002)
+        for _ in range(200):
+            if server.connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server.connections == 0
+        await asyncio.sleep(0.1)
+        assert loop is asyncio.get_running_loop()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run_proxy(world, mode, scenario)
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "unclosed" in str(w.message)]
+    assert unclosed == []
 
 
 @pytest.mark.parametrize("mode", ["echo", "http"])

@@ -33,7 +33,7 @@ from dance.mqtt.codec import (
     encode_connect,
     parse_connect,
 )
-from dance.service.relay import RefusalStats
+from dance.service.relay import RefusalStats, open_connection_within
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
 
@@ -156,7 +156,7 @@ class MQTTProxy:
         try:
             b_reader, b_writer = await until_client_leaves(
                 writer,
-                asyncio.wait_for(asyncio.open_connection(*cfg.broker), cfg.broker_timeout),
+                open_connection_within(*cfg.broker, cfg.broker_timeout),
             )
         except ClientGone:
             self.stats.refuse("client-gone")

@@ -7,7 +7,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["RefusalStats", "SessionSlots", "host_port", "peer_host"]
+__all__ = ["RefusalStats", "SessionSlots", "host_port", "open_connection_within", "peer_host"]
+
+
+async def open_connection_within(
+    host: str, port: int, timeout: float, **kwargs: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` bounded by ``timeout`` (``TimeoutError``), in the caller's
+    task. Not ``asyncio.wait_for``: in Python 3.11 it runs the connect in a task of its own, and
+    when it is cancelled just as that connect completes (a client leaving while its backend
+    connection is made: every ``openssl s_time -new`` connection) the connection is dropped
+    unclosed, left to the garbage collector. Here a cancellation reaches asyncio's own connect,
+    which closes its socket."""
+    async with asyncio.timeout(timeout):
+        return await asyncio.open_connection(host, port, **kwargs)
 
 
 class RefusalStats:

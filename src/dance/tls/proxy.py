@@ -31,6 +31,7 @@ from typing import Any, cast
 from dance.auth import Authenticator
 from dance.http.relay import relay_http
 from dance.identity import Identity
+from dance.service.relay import open_connection_within
 from dance.tls.bridge import DEFAULT_CODEPOINT, TLSStats
 from dance.tls.proxyv2 import DEFAULT_TLV_TYPE, ProxyV2Error, encode_header
 from dance.tls.server import ClientGone, DanceServer, forget, serve, until_client_leaves
@@ -252,7 +253,7 @@ class Proxy:
         has not left: the connection is made and they are delivered."""
         cfg = self.config
         connecting = asyncio.ensure_future(
-            asyncio.wait_for(asyncio.open_connection(*cfg.backend), cfg.connect_timeout)
+            open_connection_within(*cfg.backend, cfg.connect_timeout)
         )
         used = False
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -11,6 +12,14 @@ DEFAULT_TLV_TYPE = 0xE0
 
 class ProxyV2Error(ValueError):
     """Invalid input for a PROXY v2 header."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(text: str) -> tuple[int, bytes]:
+    """(IP version, packed address) of an address text (``ipaddress``'s strict parse; the
+    same peers and the one local address come again and again: remembered)."""
+    ip = ipaddress.ip_address(text)
+    return ip.version, ip.packed
 
 
 def encode_header(
@@ -33,16 +42,16 @@ def encode_header(
         raise ProxyV2Error(f"TLV type {tlv_type:#x} outside the custom range 0xE0-0xEF")
     try:
         value = identity.encode("ascii")
-        s_ip = ipaddress.ip_address(src[0])
-        d_ip = ipaddress.ip_address(dst[0])
+        s_version, s_packed = _packed(src[0])
+        d_version, d_packed = _packed(dst[0])
     except (UnicodeEncodeError, ValueError) as exc:
         raise ProxyV2Error(str(exc)) from None
-    if s_ip.version != d_ip.version:
+    if s_version != d_version:
         raise ProxyV2Error("source and destination address families differ")
     if not (0 <= src[1] <= 0xFFFF and 0 <= dst[1] <= 0xFFFF):
         raise ProxyV2Error("port out of range")
-    family = 0x11 if s_ip.version == 4 else 0x21
-    addresses = s_ip.packed + d_ip.packed + struct.pack("!HH", src[1], dst[1])
+    family = 0x11 if s_version == 4 else 0x21
+    addresses = s_packed + d_packed + struct.pack("!HH", src[1], dst[1])
     tlv = struct.pack("!BH", tlv_type, len(value)) + value
     body = addresses + tlv
     if len(body) > 0xFFFF:

@@ -476,3 +476,33 @@ def test_config_limits_validated() -> None:
     ):
         with pytest.raises(SmtpProxyError):
             SmtpProxyConfig(backend, **bad)  # type: ignore[arg-type]
+
+
+def test_watch_disposes_of_a_result_that_comes_as_the_client_leaves() -> None:
+    """A backend connection made in the same moment the client closes is handed to
+    ``discard`` (closed), not dropped for the garbage collector; one that is used is not."""
+    from types import SimpleNamespace
+
+    from dance.smtp.proxy import SmtpStats, _ClientGone, _Session
+
+    async def main() -> None:
+        proxy = SimpleNamespace(stats=SmtpStats(), config=SmtpProxyConfig(("127.0.0.1", 1)))
+        discarded: list[object] = []
+        result = object()
+
+        async def op() -> object:
+            return result
+
+        gone = asyncio.StreamReader()
+        gone.feed_eof()  # the client has closed
+        session = _Session(proxy, gone, None, "peer")  # type: ignore[arg-type]
+        with pytest.raises(_ClientGone):
+            await session.watch(op(), 5, allow_input=True, discard=discarded.append)
+        assert discarded == [result]
+
+        present = asyncio.StreamReader()  # the client stays: the result is returned, kept
+        session = _Session(proxy, present, None, "peer")  # type: ignore[arg-type]
+        assert await session.watch(op(), 5, allow_input=True, discard=discarded.append) is result
+        assert discarded == [result]
+
+    asyncio.run(main())

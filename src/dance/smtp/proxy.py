@@ -46,7 +46,7 @@ import math
 import socket
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -337,13 +337,23 @@ class _Session:
         assert event is not None and not isinstance(event, Violation)
         return event
 
-    async def watch(self, op: Awaitable[T], timeout: float | None, *, allow_input: bool) -> T:
+    async def watch(
+        self,
+        op: Awaitable[T],
+        timeout: float | None,
+        *,
+        allow_input: bool,
+        discard: Callable[[T], object] | None = None,
+    ) -> T:
         """Await ``op`` (backend work, the DNS wait) while watching the client.
 
         If the client closes, ``op`` is cancelled at once. Bytes the client sends meanwhile are
         buffered (``allow_input``: after the TLS handshake, the client speaks before it knows
-        its verdict) or end the session as pipelining (the client did not wait for a reply)."""
+        its verdict) or end the session as pipelining (the client did not wait for a reply).
+        ``discard`` disposes of a result that came too late to be used (``op`` finished as the
+        session ended: a backend connection made as the client left is closed, not dropped)."""
         task = asyncio.ensure_future(op)
+        returned = False
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -352,7 +362,9 @@ class _Session:
                     if self.framer.pending >= _READ:
                         # enough buffered: stop reading (TCP pushes back on the client) and
                         # just wait for op, so a flood during a slow backend costs no memory
-                        return await task
+                        result = await task
+                        returned = True
+                        return result
                     reading = asyncio.ensure_future(self._fill())
                     try:
                         await asyncio.wait({task, reading}, return_when=asyncio.FIRST_COMPLETED)
@@ -368,12 +380,21 @@ class _Session:
                         if not allow_input:
                             await self.end("pipelining", _SYNC_REPLY)
                     if task.done():
+                        returned = True
                         return task.result()
         finally:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if (
+                discard is not None
+                and not returned
+                and task.done()
+                and not task.cancelled()
+                and task.exception() is None
+            ):
+                discard(task.result())
 
     def capabilities(self, greet: str) -> str:
         caps = [f"{self.config.hostname} greets {greet}", f"SIZE {self.config.max_size}"]
@@ -527,6 +548,7 @@ class _Session:
                 asyncio.open_connection(*cfg.backend, limit=MAX_LINE),
                 cfg.connect_timeout,
                 allow_input=False,
+                discard=lambda conn: conn[1].transport.abort(),
             )
         except (OSError, TimeoutError) as exc:
             self.stats.backend_failures += 1

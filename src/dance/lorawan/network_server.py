@@ -41,6 +41,7 @@ from dance.credentials import CertificateChain, CredentialError
 from dance.dns import LookupResult, Outcome
 from dance.identity import Identity, Reason, Rejection
 from dance.lorawan.messages import JOIN_ANS, JOIN_REQ, MAX_MESSAGE, MessageError, encode, parse
+from dance.service.relay import open_connection_within
 from dance.tls.bridge import DEFAULT_CODEPOINT
 from dance.tls.client import client_context, server_chain
 from dance.tlsa import MalformedRecord, TLSARecord, server_owner, usable_records, verify_server
@@ -125,12 +126,9 @@ async def join_request(
         name=client_name, cert=cert, key=key, codepoint=codepoint, verify_server=False
     )  # fmt: skip  (DANE below, no CA store)
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host, port, ssl=context, server_hostname=server_name,
-                ssl_handshake_timeout=timeout,
-            ),
-            timeout,
+        reader, writer = await open_connection_within(
+            host, port, timeout, ssl=context, server_hostname=server_name,
+            ssl_handshake_timeout=timeout,
         )  # fmt: skip
     except (OSError, TimeoutError) as exc:
         raise JoinError("could-not-connect", f"{host}:{port}: {exc!r}"[:300]) from None

@@ -19,6 +19,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from dance.service.relay import open_connection_within
 from dance.tls.bridge import (
     DEFAULT_CODEPOINT,
     ConnectionCheck,
@@ -258,11 +259,13 @@ async def probe(
     ``timeout`` expired, handshake failed): ``connected`` False."""
     hostname = server_hostname if server_hostname is not None else host
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host, port, ssl=context, server_hostname=hostname, ssl_handshake_timeout=timeout
-            ),
+        reader, writer = await open_connection_within(
+            host,
+            port,
             timeout,
+            ssl=context,
+            server_hostname=hostname,
+            ssl_handshake_timeout=timeout,
         )
     except ssl.SSLError as exc:
         return ProbeResult(False, f"TLS handshake failed: {_reason(exc)}", connected=False)

@@ -225,12 +225,11 @@ class RadsecProxy:
             log.info("refused %s: %s", identity.identity, exc)
             return
         try:
-            session.transport, _ = await asyncio.wait_for(
-                session.loop.create_datagram_endpoint(
+            async with asyncio.timeout(cfg.backend_timeout):  # (not wait_for: see
+                # dance.service.relay.open_connection_within, the same race)
+                session.transport, _ = await session.loop.create_datagram_endpoint(
                     lambda: _Datagrams(session), local_addr=(cfg.backend[0], 0)
-                ),
-                cfg.backend_timeout,
-            )
+                )
         except (OSError, TimeoutError) as exc:
             self.backend_error("connect")
             log.warning("server %s:%d unusable: %r", *cfg.backend, exc)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import resource
 import socket
@@ -248,23 +247,13 @@ async def until_client_leaves(writer: asyncio.StreamWriter, aw: Awaitable[T]) ->
     raise ClientGone("the client left")
 
 
-def _san_dns_names(der: bytes) -> tuple[str, ...]:
-    """The SAN dNSNames of a DER certificate (for ``san_fallback``). A certificate of up to
-    4 KiB is parsed once (remembered by its whole DER: a different certificate is another
-    entry; at most 1,024, 4 MiB)."""
-    return _san_cached(der) if len(der) <= 4096 else _san_parse(der)
-
-
-def _san_parse(der: bytes) -> tuple[str, ...]:
+def _san_dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The SAN dNSNames of a certificate (for ``san_fallback``)."""
     try:
-        cert = x509.load_der_x509_certificate(der)
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except (x509.ExtensionNotFound, ValueError):
         return ()
     return tuple(ext.value.get_values_for_type(x509.DNSName))
-
-
-_san_cached = functools.lru_cache(maxsize=1024)(_san_parse)
 
 
 def make_server_context(
@@ -389,6 +378,20 @@ class DanceServer:
             self._chains[key] = chain
         return chain
 
+    def _san_names(self, ders: list[bytes]) -> tuple[str, ...]:
+        """The end entity's SAN dNSNames, from the parsed-chain cache (a chain it refuses: the
+        end entity parsed alone, as the chain's own refusal comes after the name)."""
+        if not ders:
+            return ()
+        try:
+            leaf = self._chain(ders).end_entity.certificate
+        except (CredentialError, ValueError):
+            try:
+                leaf = x509.load_der_x509_certificate(ders[0])
+            except ValueError:
+                return ()
+        return _san_dns_names(leaf)
+
     def _reject(self, state: ConnectionState, reason: str, result: Rejection | None = None) -> bool:
         state.rejection = reason
         state.pending = False
@@ -419,7 +422,7 @@ class DanceServer:
         if name is None:
             if not self.san_fallback:
                 return self._reject(state, "extension-absent")
-            names = _san_dns_names(state.chain[0]) if state.chain else ()
+            names = self._san_names(state.chain)
             if len(names) != 1:
                 return self._reject(state, "no-single-san")
             name = names[0].encode("ascii", "replace")

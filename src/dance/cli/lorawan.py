@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -43,6 +42,8 @@ from dance.cli.common import (
     parse_hostport,
     raise_descriptor_limit,
     run_service,
+    run_until_stopped,
+    start_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -199,11 +200,9 @@ def _join_server_app(args: argparse.Namespace) -> Any:
 
 
 def cmd_join_server(args: argparse.Namespace) -> int:
-    import ssl
-
     from dance.auth import Authenticator
     from dance.dns import TLSAResolver
-    from dance.tls import BridgeError, serve
+    from dance.tls import serve
 
     listen = parse_hostport(args.listen, "--listen")
     codepoint = clientid_codepoint(args.clientid_codepoint)
@@ -227,7 +226,7 @@ def cmd_join_server(args: argparse.Namespace) -> int:
     observer, endpoint = observe_service(args, "lorawan-join-server", sources, dns=resolver)
 
     async def run(resolver: TLSAResolver) -> None:
-        try:
+        with start_errors():
             server = await serve(
                 js.handle,
                 listen[0],
@@ -239,10 +238,6 @@ def cmd_join_server(args: argparse.Namespace) -> int:
                 observer=observer,
                 **limits,
             )
-        except BridgeError as exc:
-            raise UsageError(f"cannot use this Python's OpenSSL: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot start: {exc}") from None
         current["tls"] = server.stats
 
         def reload(new_resolver: TLSAResolver) -> None:
@@ -282,13 +277,7 @@ def cmd_join_server(args: argparse.Namespace) -> int:
         else:
             print(f"stopped {sorted(js.counters.items())}", flush=True)
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(resolver))
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-    return EXIT_OK
+    return run_until_stopped(run(resolver), endpoint)
 
 
 def cmd_join_request(args: argparse.Namespace) -> int:
